@@ -28,7 +28,7 @@ TEST_CASE("View: strides, indexing, slices and shape errors") {
   CHECK_THROWS_WITH_AS(expect_unit_inner_stride(t, "wT"), "wT: innermost stride 4, expected 1 (shape [4, 3])", Error);
 }
 
-TEST_CASE("Arena: measuring pass sizes the real one; overflow names the piece") {
+TEST_CASE("Arena: a measuring pass sizes the real one, overflow names the piece") {
   Arena measure;
   CHECK(measure.measuring());
   (void)measure.allocate<float>(10, "a");
