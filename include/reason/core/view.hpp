@@ -108,7 +108,7 @@ template <class T, class... I>
 
 /// Throws unless `v` has exactly `expected` shape; the message names `name`.
 template <class T, int Rank>
-void expect_shape(const View<T, Rank>& v, const char* name, const std::array<index_t, Rank>& expected) {
+void expect_shape(const View<T, Rank>& v, const char* name, const typename View<T, Rank>::shape_type& expected) {
   if (v.shape != expected) [[unlikely]] {
     fail(name, ": shape ", shape_string(v.shape), ", expected ", shape_string(expected));
   }

@@ -1,0 +1,101 @@
+// reason/core/param_layout.hpp — named tensors laid out in one flat buffer.
+//
+// Design rule (llm.c): all parameters of a model live in one contiguous buffer, and so do
+// their gradients and each optimizer state slot, with the same layout. Modules declare
+// their tensors once, in forward order, and keep offsets; the optimizer, gradient clipping,
+// an all-reduce and a checkpoint each see one span. Names follow the Hugging Face layout
+// ("layers.3.attn.qkv.weight") so checkpoints read like any safetensors model.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "reason/core/error.hpp"
+#include "reason/core/philox.hpp"
+#include "reason/core/view.hpp"
+
+namespace reason {
+
+/// How a parameter tensor starts.
+enum class Init { zeros, ones, normal };
+
+struct ParamInfo {
+  std::string name;
+  std::vector<index_t> shape;
+  std::size_t offset = 0;  // in elements, into the flat buffer
+  std::size_t numel = 0;
+  Init init = Init::zeros;
+  double init_std = 0;     // for Init::normal
+  bool decay = false;      // weight decay applies (matrices), not to norms and biases
+};
+
+class ParamLayout {
+ public:
+  /// Declares a tensor; returns its offset. Names must be unique.
+  std::size_t add(std::string name, std::vector<index_t> shape, Init init, double init_std = 0) {
+    for (const auto& p : params_) REASON_CHECK(p.name != name, "ParamLayout: parameter '", name, "' declared twice");
+    std::size_t n = 1;
+    for (index_t s : shape) {
+      REASON_CHECK(s > 0, "ParamLayout: parameter '", name, "' has shape ", shape_string(shape), "; every dimension must be > 0");
+      n *= static_cast<std::size_t>(s);
+    }
+    const bool decay = shape.size() >= 2;
+    params_.push_back({std::move(name), std::move(shape), size_, n, init, init_std, decay});
+    size_ += n;
+    return params_.back().offset;
+  }
+
+  [[nodiscard]] std::size_t size() const { return size_; }
+  [[nodiscard]] const std::vector<ParamInfo>& params() const { return params_; }
+
+  [[nodiscard]] const ParamInfo& find(std::string_view name) const {
+    for (const auto& p : params_)
+      if (p.name == name) return p;
+    fail("ParamLayout: no parameter named '", name, "'");
+  }
+
+  /// Initializes every tensor from its own Philox stream (stream = tensor index), so a
+  /// tensor's initial values depend only on the seed and its place, not on the others' sizes.
+  template <class T>
+  void initialize(std::span<T> flat, std::uint64_t seed) const {
+    REASON_CHECK(flat.size() == size_, "ParamLayout::initialize: buffer has ", flat.size(), " elements, expected ", size_);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      auto out = flat.subspan(p.offset, p.numel);
+      switch (p.init) {
+        case Init::zeros:
+          for (auto& x : out) x = T(0);
+          break;
+        case Init::ones:
+          for (auto& x : out) x = T(1);
+          break;
+        case Init::normal: {
+          Philox rng(seed, i);
+          for (auto& x : out) x = static_cast<T>(p.init_std * rng.normal());
+          break;
+        }
+      }
+    }
+  }
+
+ private:
+  std::vector<ParamInfo> params_;
+  std::size_t size_ = 0;
+};
+
+/// A 2-D view of the tensor at `offset` in `flat` with shape [rows, cols].
+template <class T>
+[[nodiscard]] View<T, 2> matrix_at(T* flat, std::size_t offset, index_t rows, index_t cols) {
+  return make_view(flat + offset, rows, cols);
+}
+/// A 1-D view of the tensor at `offset` in `flat` with `n` elements.
+template <class T>
+[[nodiscard]] View<T, 1> vector_at(T* flat, std::size_t offset, index_t n) {
+  return make_view(flat + offset, n);
+}
+
+}  // namespace reason

@@ -1,0 +1,340 @@
+// reason/model/transformer.hpp — a decoder-only transformer composed from policies at compile time.
+//
+//   using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 32}>,  // attention
+//                                  ffn::SwiGLU,                                             // feed-forward
+//                                  norm::RMSNorm,                                           // norm
+//                                  linear::Dense,                                           // linear layers
+//                                  precision::Fp32>;                                        // number types
+//
+// Pre-norm blocks (GPT-2 / Llama): x += attn(norm1(x)); x += ffn(norm2(x)); then a final norm
+// and an untied LM head, trained with softmax cross-entropy on next tokens.
+//
+// Design rules (llm.c): no graph and no tape. forward() is the list of module calls in layer
+// order and backward() the same list reversed, each written out. Parameters and their
+// gradients are flat buffers owned by the caller, laid out by `layout()`; activations that
+// backward needs are views into one arena, sized up front by `reserve(batch, seq)`.
+// Parameter gradients accumulate (+=) so micro-batches add up; activation gradients overwrite.
+// The LM head and the loss are fused (kernels/cross_entropy.hpp): forward forms d(final
+// hidden) and accumulates d(lm_head) while each chunk of logits is live, so the [N, V] logits
+// never exist whole; backward continues from there.
+#pragma once
+
+#include <cmath>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "reason/core/arena.hpp"
+#include "reason/core/error.hpp"
+#include "reason/core/param_layout.hpp"
+#include "reason/core/view.hpp"
+#include "reason/kernels/cross_entropy.hpp"
+#include "reason/kernels/embedding.hpp"
+#include "reason/kernels/gemm.hpp"
+#include "reason/kernels/residual.hpp"
+#include "reason/model/concepts.hpp"
+#include "reason/model/config.hpp"
+#include "reason/norm/rmsnorm.hpp"
+#include "reason/precision/precision.hpp"
+
+namespace reason::model {
+
+/// Mean of a summed loss over `count` target tokens.
+struct LossResult {
+  double loss_sum = 0;
+  index_t count = 0;
+  [[nodiscard]] double mean() const { return count ? loss_sum / static_cast<double>(count) : 0.0; }
+};
+
+template <class Attn, class Ffn, class Norm = norm::RMSNorm, class Linear = linear::Dense,
+          class Precision = precision::Fp32>
+class Transformer {
+  static_assert(AttentionPolicy<Attn>,
+                "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Attn must be an attention policy "
+                "(e.g. attention::MultiHead<attention::Shape{.head_dim = 64}>)");
+  static_assert(FfnPolicy<Ffn>,
+                "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Ffn must be a feed-forward policy (e.g. ffn::SwiGLU)");
+  static_assert(NormPolicy<Norm>,
+                "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Norm must be a norm policy (e.g. norm::RMSNorm)");
+  static_assert(LinearPolicy<Linear>,
+                "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Linear must be a linear-layer policy (e.g. linear::Dense)");
+  static_assert(precision::PrecisionPolicy<Precision>,
+                "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Precision must be a precision policy "
+                "(precision::Fp32 or precision::Fp64)");
+
+ public:
+  using T = typename Precision::param_t;
+  using attention_policy = Attn;
+  using ffn_policy = Ffn;
+  static constexpr int head_dim = Attn::head_dim;
+  static constexpr index_t loss_chunk_rows = 64;  // rows of logits alive at once in the fused loss
+
+  explicit Transformer(const Config& config) : config_(config) {
+    config_.validate(head_dim);
+    const Config& c = config_;
+    const double out_std = c.init_std / std::sqrt(2.0 * static_cast<double>(c.num_layers));  // GPT-2 residual scaling
+    embed_ = layout_.add("embed.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
+    const attention::Dims ad{c.hidden_size, c.num_heads, c.num_kv_heads, c.max_seq_len, c.rope_theta, c.init_std, out_std};
+    const ffn::Dims fd{c.hidden_size, c.intermediate_size, c.init_std, out_std};
+    for (index_t l = 0; l < c.num_layers; ++l) {
+      const std::string p = "layers." + std::to_string(l);
+      Layer layer;
+      layer.attn_norm = NormModule(layout_, p + ".attn_norm", c.hidden_size, c.norm_eps);
+      layer.attn = AttnModule(layout_, p + ".attn", ad);
+      layer.ffn_norm = NormModule(layout_, p + ".ffn_norm", c.hidden_size, c.norm_eps);
+      layer.ffn = FfnModule(layout_, p + ".ffn", fd);
+      layers_.push_back(std::move(layer));
+    }
+    final_norm_ = NormModule(layout_, "norm", c.hidden_size, c.norm_eps);
+    lm_head_ = layout_.add("lm_head.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
+  }
+
+  [[nodiscard]] const Config& config() const { return config_; }
+  [[nodiscard]] const ParamLayout& layout() const { return layout_; }
+  [[nodiscard]] std::size_t num_params() const { return layout_.size(); }
+
+  /// Sizes the activation arena for up to `batch` sequences of up to `seq` tokens.
+  void reserve(index_t batch, index_t seq) {
+    REASON_CHECK(batch > 0 && seq > 0 && seq <= config_.max_seq_len, "Transformer::reserve: batch = ", batch,
+                 ", seq = ", seq, "; expected batch > 0 and 0 < seq <= max_seq_len = ", config_.max_seq_len);
+    Arena measure;
+    (void)carve(measure, batch, seq);
+    arena_.reserve(measure.peak());
+  }
+  [[nodiscard]] std::size_t activation_bytes() const { return arena_.capacity(); }
+
+  /// Mean next-token loss over targets >= 0; no gradients. tokens, targets [B, T].
+  LossResult loss(const T* params, View<const std::int32_t, 2> tokens, View<const std::int32_t, 2> targets) {
+    return run_forward(params, nullptr, tokens, targets, T(0));
+  }
+
+  /// Next-token logits [B T, V] for every position of tokens [B, T] (row b T + t).
+  void logits(const T* params, View<const std::int32_t, 2> tokens, View<T, 2> out) {
+    const index_t n = tokens.size(0) * tokens.size(1);
+    expect_shape(out, "Transformer::logits: out", {n, config_.vocab_size});
+    no_targets_.assign(static_cast<std::size_t>(n), -1);
+    (void)run_forward(params, nullptr, tokens, make_view(static_cast<const std::int32_t*>(no_targets_.data()), tokens.size(0), tokens.size(1)), T(0));
+    kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), acts_.final_h,
+                     matrix_at(params, lm_head_, config_.vocab_size, config_.hidden_size), T(0), out);
+  }
+
+  /// Forward for training: returns the summed loss and, since the LM head and loss are fused,
+  /// already accumulates grad_scale * d(loss)/d(lm_head) into grads. Call backward() next.
+  /// grad_scale is usually 1 / (target tokens in the whole optimizer step).
+  LossResult forward(const T* params, T* grads, View<const std::int32_t, 2> tokens, View<const std::int32_t, 2> targets,
+                     T grad_scale) {
+    REASON_CHECK(grads != nullptr, "Transformer::forward: grads is null (use loss() for evaluation)");
+    return run_forward(params, grads, tokens, targets, grad_scale);
+  }
+
+  /// Backward through the blocks from the last forward(); parameter gradients accumulate.
+  void backward(const T* params, T* grads) {
+    REASON_CHECK(pending_backward_, "Transformer::backward: no forward() with gradients to go back through");
+    pending_backward_ = false;
+    const Activations& a = acts_;
+    const index_t batch = batch_;
+    View<T, 2> dres = a.dres, dh = a.dh, dtmp = a.dtmp;
+    final_norm_.backward(params, grads, a.layers.back().out, a.final_rstd, a.dfinal, dres);
+    for (index_t l = config_.num_layers - 1; l >= 0; --l) {
+      const Layer& m = layers_[l];
+      const LayerActs& s = a.layers[l];
+      m.ffn.backward(params, grads, s.h2, s.ffn, a.ffn_scratch, dres, dh);
+      m.ffn_norm.backward(params, grads, s.mid, s.rstd2, dh, dtmp);
+      kernels::accumulate<T>(dres, dtmp);  // d(mid) = d(out) + d(through the ffn branch)
+      m.attn.backward(params, grads, batch, s.h1, a.positions, s.attn, a.attn_scratch, dres, dh);
+      m.attn_norm.backward(params, grads, s.in, s.rstd1, dh, dtmp);
+      kernels::accumulate<T>(dres, dtmp);  // d(in) = d(mid) + d(through the attention branch)
+    }
+    kernels::embedding_backward<T>(a.tokens, dres, matrix_at(grads, embed_, config_.vocab_size, config_.hidden_size));
+  }
+
+  // ---- decoding with a KV cache ---------------------------------------------------------------
+
+  /// Memory for decoding `batch` sequences of up to `max_seq` tokens: every layer's KV cache
+  /// (in the attention policy's layout) plus per-step scratch.
+  class DecodeState {
+   public:
+    [[nodiscard]] index_t batch() const { return batch_; }
+    [[nodiscard]] index_t max_seq() const { return max_seq_; }
+    [[nodiscard]] std::size_t cache_bytes() const { return cache_elems_ * sizeof(T); }
+
+   private:
+    friend class Transformer;
+    index_t batch_ = 0, max_seq_ = 0;
+    std::size_t cache_elems_ = 0;
+    std::vector<T> memory_;
+    std::vector<typename Attn::template Module<T, Linear>::Cache> caches_;
+    View<T, 2> x_, h_, y_;  // [B, C]
+    View<T, 1> rstd_;       // [B]
+    typename Ffn::template Module<T, Linear>::Saved ffn_;
+    T* attn_scratch_ = nullptr;
+    Arena arena_;
+  };
+
+  [[nodiscard]] DecodeState make_decode_state(index_t batch, index_t max_seq) const {
+    REASON_CHECK(batch > 0 && max_seq > 0 && max_seq <= config_.max_seq_len, "Transformer::make_decode_state: batch = ",
+                 batch, ", max_seq = ", max_seq, "; expected > 0 and max_seq <= max_seq_len = ", config_.max_seq_len);
+    DecodeState st;
+    st.batch_ = batch;
+    st.max_seq_ = max_seq;
+    const index_t per_layer = batch * max_seq * layers_[0].attn.cache_elems_per_token();
+    st.cache_elems_ = static_cast<std::size_t>(per_layer * config_.num_layers);
+    st.memory_.assign(st.cache_elems_, T(0));
+    for (index_t l = 0; l < config_.num_layers; ++l)
+      st.caches_.push_back(layers_[l].attn.cache_at(st.memory_.data() + l * per_layer, batch, max_seq));
+    auto carve_scratch = [&](Arena& arena) {
+      const index_t c = config_.hidden_size;
+      st.x_ = arena.view<T>("decode.x", batch, c);
+      st.h_ = arena.view<T>("decode.h", batch, c);
+      st.y_ = arena.view<T>("decode.y", batch, c);
+      st.rstd_ = arena.view<T>("decode.rstd", batch);
+      st.ffn_ = layers_[0].ffn.carve(arena, batch);
+      st.attn_scratch_ = arena.allocate<T>(static_cast<std::size_t>(layers_[0].attn.decode_scratch_elems(batch)), "decode.attn");
+    };
+    Arena measure;
+    carve_scratch(measure);
+    st.arena_.reserve(measure.peak());
+    carve_scratch(st.arena_);
+    return st;
+  }
+
+  /// Feeds tokens [B] at position `pos` (every sequence at the same position) and writes the
+  /// next-token logits [B, V]. Positions must be fed in order 0, 1, 2, ... per state.
+  void decode_step(const T* params, View<const std::int32_t, 1> tokens, index_t pos, DecodeState& st,
+                   View<T, 2> logits) const {
+    expect_shape(tokens, "decode_step: tokens", {st.batch_});
+    expect_shape(logits, "decode_step: logits", {st.batch_, config_.vocab_size});
+    REASON_CHECK(pos >= 0 && pos < st.max_seq_, "decode_step: position ", pos, " outside [0, ", st.max_seq_, ")");
+    const index_t c = config_.hidden_size;
+    kernels::embedding_forward<T>(tokens, matrix_at(params, embed_, config_.vocab_size, c), st.x_);
+    for (index_t l = 0; l < config_.num_layers; ++l) {
+      const Layer& m = layers_[l];
+      m.attn_norm.forward(params, st.x_, st.h_, st.rstd_);
+      m.attn.decode(params, st.h_, pos, st.caches_[l], st.attn_scratch_, st.y_);
+      kernels::accumulate<T>(st.x_, st.y_);
+      m.ffn_norm.forward(params, st.x_, st.h_, st.rstd_);
+      m.ffn.forward(params, st.h_, st.ffn_, st.y_);
+      kernels::accumulate<T>(st.x_, st.y_);
+    }
+    final_norm_.forward(params, st.x_, st.h_, st.rstd_);
+    kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), st.h_,
+                     matrix_at(params, lm_head_, config_.vocab_size, c), T(0), logits);
+  }
+
+ private:
+  using NormModule = typename Norm::template Module<T>;
+  using AttnModule = typename Attn::template Module<T, Linear>;
+  using FfnModule = typename Ffn::template Module<T, Linear>;
+
+  struct Layer {
+    NormModule attn_norm;
+    AttnModule attn;
+    NormModule ffn_norm;
+    FfnModule ffn;
+  };
+
+  /// One layer's saved activations; shapes with N = B T rows.
+  struct LayerActs {
+    View<T, 2> in;     // [N, C] residual stream entering the layer
+    View<T, 2> h1;     // [N, C] attn_norm(in)
+    View<T, 1> rstd1;  // [N]
+    typename AttnModule::Saved attn;
+    View<T, 2> mid;    // [N, C] in + attn(h1)
+    View<T, 2> h2;     // [N, C] ffn_norm(mid)
+    View<T, 1> rstd2;  // [N]
+    typename FfnModule::Saved ffn;
+    View<T, 2> out;    // [N, C] mid + ffn(h2): the next layer's `in`
+  };
+
+  struct Activations {
+    View<const std::int32_t, 1> tokens;  // [N] the forward's tokens (the caller keeps them alive)
+    View<std::int32_t, 1> positions;     // [N] t for row b T + t
+    std::vector<LayerActs> layers;
+    View<T, 2> final_h;                  // [N, C] norm(out of the last layer)
+    View<T, 1> final_rstd;               // [N]
+    View<T, 2> dfinal;                   // [N, C] d(loss)/d(final_h), formed by the fused loss
+    View<T, 2> loss_scratch;             // [chunk, V]
+    View<T, 2> dres, dh, dtmp;           // [N, C] backward temporaries
+    typename AttnModule::Scratch attn_scratch;
+    typename FfnModule::Scratch ffn_scratch;
+  };
+
+  Activations carve(Arena& arena, index_t batch, index_t seq) const {
+    const index_t n = batch * seq, c = config_.hidden_size;
+    Activations a;
+    a.positions = arena.view<std::int32_t>("positions", n);
+    View<T, 2> prev = arena.view<T>("embedding", n, c);
+    for (index_t l = 0; l < config_.num_layers; ++l) {
+      const Layer& m = layers_[l];
+      LayerActs s;
+      s.in = prev;
+      s.h1 = arena.view<T>("h1", n, c);
+      s.rstd1 = arena.view<T>("rstd1", n);
+      s.attn = m.attn.carve(arena, batch, seq);
+      s.mid = arena.view<T>("mid", n, c);
+      s.h2 = arena.view<T>("h2", n, c);
+      s.rstd2 = arena.view<T>("rstd2", n);
+      s.ffn = m.ffn.carve(arena, n);
+      s.out = arena.view<T>("out", n, c);
+      prev = s.out;
+      a.layers.push_back(s);
+    }
+    a.final_h = arena.view<T>("final_h", n, c);
+    a.final_rstd = arena.view<T>("final_rstd", n);
+    a.dfinal = arena.view<T>("dfinal", n, c);
+    a.loss_scratch = arena.view<T>("loss_scratch", std::min(n, loss_chunk_rows), config_.vocab_size);
+    a.dres = arena.view<T>("dres", n, c);
+    a.dh = arena.view<T>("dh", n, c);
+    a.dtmp = arena.view<T>("dtmp", n, c);
+    a.attn_scratch = layers_[0].attn.carve_scratch(arena, batch, seq);
+    a.ffn_scratch = layers_[0].ffn.carve_scratch(arena, n);
+    return a;
+  }
+
+  LossResult run_forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
+                         View<const std::int32_t, 2> targets, T grad_scale) {
+    const index_t batch = tokens.size(0), seq = tokens.size(1), n = batch * seq, c = config_.hidden_size;
+    expect_shape(targets, "Transformer: targets", tokens.shape);
+    REASON_CHECK(tokens.is_contiguous() && targets.is_contiguous(), "Transformer: tokens and targets must be contiguous [B, T]");
+    REASON_CHECK(seq <= config_.max_seq_len, "Transformer: sequence length ", seq, " exceeds max_seq_len = ", config_.max_seq_len);
+    REASON_CHECK(arena_.capacity() > 0, "Transformer: call reserve(batch, seq) before the first forward");
+    arena_.reset();
+    acts_ = carve(arena_, batch, seq);
+    Activations& a = acts_;
+    batch_ = batch;
+    a.tokens = make_view(tokens.data, n);
+    for (index_t i = 0; i < n; ++i) a.positions(i) = static_cast<std::int32_t>(i % seq);
+
+    kernels::embedding_forward<T>(a.tokens, matrix_at(params, embed_, config_.vocab_size, c), a.layers[0].in);
+    for (index_t l = 0; l < config_.num_layers; ++l) {
+      const Layer& m = layers_[l];
+      LayerActs& s = a.layers[l];
+      m.attn_norm.forward(params, s.in, s.h1, s.rstd1);
+      m.attn.forward(params, batch, s.h1, a.positions, s.attn, s.mid);
+      kernels::accumulate<T>(s.mid, s.in);
+      m.ffn_norm.forward(params, s.mid, s.h2, s.rstd2);
+      m.ffn.forward(params, s.h2, s.ffn, s.out);
+      kernels::accumulate<T>(s.out, s.mid);
+    }
+    final_norm_.forward(params, a.layers.back().out, a.final_h, a.final_rstd);
+    const auto head = matrix_at(params, lm_head_, config_.vocab_size, c);
+    const auto r = kernels::lm_head_cross_entropy<T>(
+        a.final_h, head, make_view(targets.data, n), grad_scale, a.loss_scratch, grads ? a.dfinal : View<T, 2>{},
+        grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{});
+    pending_backward_ = grads != nullptr;
+    return {r.loss_sum, r.count};
+  }
+
+  Config config_;
+  ParamLayout layout_;
+  std::size_t embed_ = 0, lm_head_ = 0;
+  std::vector<Layer> layers_;
+  NormModule final_norm_;
+  Arena arena_;
+  Activations acts_;
+  index_t batch_ = 0;
+  bool pending_backward_ = false;
+  std::vector<std::int32_t> no_targets_;
+};
+
+}  // namespace reason::model

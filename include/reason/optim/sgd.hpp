@@ -1,0 +1,40 @@
+// reason/optim/sgd.hpp — SGD with (optionally Nesterov) momentum and decoupled weight decay.
+//
+// Polyak's heavy ball / Sutskever et al., "On the importance of initialization and momentum
+// in deep learning", ICML 2013 (Nesterov form); the update PyTorch's torch.optim.SGD performs:
+//   buf = mu buf + g;  p -= lr (nesterov ? g + mu buf : buf) + lr wd p
+// State: one slot (the momentum buffer).
+#pragma once
+
+#include <array>
+#include <span>
+
+#include "reason/core/param_layout.hpp"
+#include "reason/kernels/sgd.hpp"
+
+namespace reason::optim {
+
+struct SgdMomentum {
+  struct Config {
+    double momentum = 0.9;
+    double weight_decay = 0.0;
+    bool nesterov = false;
+  };
+  static constexpr const char* name = "sgd_momentum";
+  static constexpr int state_slots = 1;
+  static constexpr std::array<const char*, state_slots> slot_names{"momentum_buffer"};
+
+  Config config;
+
+  template <class T>
+  void step(const ParamLayout& layout, std::span<T> params, std::span<const T> grads, std::span<T> state, double lr,
+            std::int64_t /*t*/) const {
+    for (const ParamInfo& p : layout.params()) {
+      kernels::sgd_momentum_update<T>(params.subspan(p.offset, p.numel), grads.subspan(p.offset, p.numel),
+                                      state.subspan(p.offset, p.numel), lr, config.momentum,
+                                      p.decay ? config.weight_decay : 0.0, config.nesterov);
+    }
+  }
+};
+
+}  // namespace reason::optim
