@@ -16,14 +16,12 @@
 #include <string_view>
 #include <type_traits>
 
+#include "reason/core/bf16.hpp"
 #include "reason/core/error.hpp"
+#include "reason/core/fp16.hpp"
+#include "reason/core/fp8.hpp"
 
 namespace reason {
-
-struct bf16;
-struct fp16;
-struct fp8_e4m3;
-struct fp8_e5m2;
 
 /// Element types, in safetensors' vocabulary.
 enum class DType : std::uint8_t { f32, f64, bf16, f16, f8_e4m3, f8_e5m2, i8, u8, i32, u32, i64, u64 };

@@ -8,24 +8,28 @@
 // (curand_init(seed, subsequence, offset)): low 64 bits count blocks, high 64 bits name the stream.
 #pragma once
 
-#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <numbers>
 
-#ifndef REASON_HOST_DEVICE
-#if defined(__CUDACC__)
-#define REASON_HOST_DEVICE __host__ __device__
-#else
-#define REASON_HOST_DEVICE
-#endif
-#endif
+#include "reason/core/host_device.hpp"
 
 namespace reason {
 
+/// N 32-bit words. Not std::array: its accessors are host-only constexpr functions, which nvcc
+/// refuses to call from device code without --expt-relaxed-constexpr.
+template <int N>
+struct Words32 {
+  std::uint32_t w[N];
+  REASON_HOST_DEVICE constexpr std::uint32_t& operator[](std::size_t i) { return w[i]; }
+  REASON_HOST_DEVICE constexpr const std::uint32_t& operator[](std::size_t i) const { return w[i]; }
+  friend constexpr bool operator==(const Words32&, const Words32&) = default;
+};
+
 struct Philox4x32 {
-  using Counter = std::array<std::uint32_t, 4>;
-  using Key = std::array<std::uint32_t, 2>;
+  using Counter = Words32<4>;
+  using Key = Words32<2>;
 
   static constexpr std::uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;  // round multipliers
   static constexpr std::uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;  // Weyl key increments
