@@ -253,9 +253,24 @@ bool check_philox() {
   return ok1 && ok2;
 }
 
+// REASON_CUDA_CHECK names the call, CUDA's error and the place; it runs with or without a GPU.
+bool check_cuda_check() {
+  try {
+    REASON_CUDA_CHECK(cudaSetDevice(-1));
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    const bool ok = m.rfind("cudaSetDevice(-1) failed: cuda", 0) == 0 && m.find("dtype_philox.cu:") != std::string::npos;
+    if (!ok) std::printf("REASON_CUDA_CHECK message not as expected: %s\n", m.c_str());
+    return ok;
+  }
+  std::printf("REASON_CUDA_CHECK did not throw on cudaSetDevice(-1)\n");
+  return false;
+}
+
 }  // namespace
 
 int main() {
+  if (!check_cuda_check()) return 1;
   int devices = 0;
   const cudaError_t status = cudaGetDeviceCount(&devices);
   if (status != cudaSuccess || devices == 0) {
