@@ -53,8 +53,11 @@ struct StepStats {
   double grad_norm = 0;   // before clipping
 };
 
-template <class Net, optim::Optimizer Opt>
+template <class Net, class Opt>
 class Trainer {
+  static_assert(optim::Optimizer<Opt>,
+                "train::Trainer<Net, Opt>: Opt must be an optimizer policy (e.g. optim::AdamW, optim::SgdMomentum)");
+
  public:
   using T = typename Net::T;
 
