@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "io/temp_dir.hpp"
+#include "reason/core/philox.hpp"
 #include "reason/io/safetensors.hpp"
 
 using namespace reason;
@@ -182,6 +183,23 @@ TEST_CASE("safetensors reader survives corrupted header bytes") {
       }
     }
   CHECK(rejected > 100);
+
+  // Random 1-4 byte mutations anywhere, the length field included: a clean Error or a valid file.
+  Philox rng(17);
+  int random_rejected = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    auto bad = full;
+    const int edits = 1 + int(rng.below(4));
+    for (int k = 0; k < edits; ++k) bad[rng.below(std::uint32_t(bad.size()))] = std::byte(rng.below(256));
+    try {
+      const auto f = io::SafetensorsFile::parse(bad, "r.st");
+      for (const auto& t : f.tensors()) CHECK(t.end <= f.data().size());
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).starts_with("r.st: "));
+      ++random_rejected;
+    }
+  }
+  CHECK(random_rejected > 1000);
 
   CHECK(error_of("{\"a\":", "").starts_with("t.safetensors: header is not valid JSON: [json.exception.parse_error.101]"));
   CHECK(error_of("{\"a\":\"\xff\"}", "").starts_with("t.safetensors: header is not valid JSON: "));

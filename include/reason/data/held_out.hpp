@@ -73,6 +73,7 @@ class TrainingSampler {
   explicit TrainingSampler(const HeldOut& held_out, int max_tries = 1000) : held_(&held_out), max_tries_(max_tries) {
     REASON_CHECK(max_tries > 0, "TrainingSampler: max_tries ", max_tries, " must be positive");
   }
+  TrainingSampler(HeldOut&&, int = 1000) = delete;  // would dangle: keep the HeldOut alive
 
   [[nodiscard]] Problem sample(int level, Philox& rng) const {
     for (int t = 0; t < max_tries_; ++t) {
