@@ -68,6 +68,7 @@ struct Options {
   int eval_per_level = 128;
   std::string out = "sft_out";
   std::string resume;
+  std::string eval_jsonl;  // evaluate on these problems instead of generated ones
   std::int64_t checkpoint_every = 200;
   std::int64_t stop_after = -1;  // simulate an interruption: checkpoint and exit after this many steps
   std::int64_t log_every = 50;
@@ -101,6 +102,9 @@ int main(int argc, char** argv) try {
   app.add_option("--eval-per-level", o.eval_per_level, "held-out problems per difficulty level")->capture_default_str();
   app.add_option("--out", o.out, "output directory")->capture_default_str();
   app.add_option("--resume", o.resume, "checkpoint to resume from");
+  app.add_option("--eval-jsonl", o.eval_jsonl,
+                 "held-out problems (JSONL: question, answer, difficulty, trace) instead of generated ones; "
+                 "training never draws them");
   app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->capture_default_str();
   app.add_option("--stop-after", o.stop_after, "checkpoint and exit after this many steps (simulated interruption)");
   app.add_option("--log-every", o.log_every, "steps between progress lines when not on a terminal")->capture_default_str();
@@ -133,7 +137,9 @@ int main(int argc, char** argv) try {
 
   // Data: a held-out set first, then training problems that avoid it, drawn per (step, micro)
   // from a counter-based stream so the batches are a pure function of the position in the run.
-  const data::HeldOut held_out = data::make_held_out(o.seed, o.eval_per_level);
+  const data::HeldOut held_out = o.eval_jsonl.empty()
+                                     ? data::make_held_out(o.seed, o.eval_per_level)
+                                     : data::HeldOut::from_problems(data::read_problems_jsonl(o.eval_jsonl));
   data::write_problems_jsonl(fs::path(o.out) / "heldout.jsonl", held_out.problems);
   const data::TrainingSampler sampler(held_out);
   const data::Curriculum curriculum = data::Curriculum::standard(o.steps);
@@ -171,20 +177,18 @@ int main(int argc, char** argv) try {
   std::printf("training: %lld steps x %d x %lld sequences, AdamW lr %.1e cosine to %.1e after %lld warmup steps\n",
               static_cast<long long>(o.steps), o.micro_batches, static_cast<long long>(o.batch), o.lr, o.min_lr,
               static_cast<long long>(o.warmup));
-  std::printf("held-out: %zu problems (%d per level), disjoint from training\n", held_out.size(), o.eval_per_level);
+  std::printf("held-out: %zu problems (%s), disjoint from training\n", held_out.size(),
+              o.eval_jsonl.empty() ? "generated" : o.eval_jsonl.c_str());
 
   io::JsonlWriter metrics(fs::path(o.out) / "metrics.jsonl");
   train::Progress progress(o.steps, o.log_every);
   progress.restart(trainer.step());
-  std::int64_t step_tokens = 0;
   while (!trainer.done()) {
     std::optional<train::StepStats> s = trainer.run_micro(source);
     if (!s) {
       if (g_stop) break;
       continue;
     }
-    (void)step_tokens;
-    const std::int64_t tokens = static_cast<std::int64_t>(o.micro_batches) * o.batch * o.seq;  // upper bound
     const std::string stage = curriculum.stage(s->step).name;
     progress.step(s->step, s->loss, s->lr, s->tokens, stage);
     metrics.write({{"step", s->step + 1},
@@ -195,7 +199,6 @@ int main(int argc, char** argv) try {
                    {"target_tokens_per_s", progress.tokens_per_second()},
                    {"elapsed_s", progress.elapsed()},
                    {"stage", stage}});
-    (void)tokens;
     const bool interrupt = g_stop || (o.stop_after >= 0 && trainer.step() >= o.stop_after);
     if (interrupt || (o.checkpoint_every > 0 && trainer.step() % o.checkpoint_every == 0)) {
       train::save_checkpoint(ckpt, trainer, extra);
