@@ -180,7 +180,9 @@ int main(int argc, char** argv) try {
   std::printf("held-out: %zu problems (%s), disjoint from training\n", held_out.size(),
               o.eval_jsonl.empty() ? "generated" : o.eval_jsonl.c_str());
 
-  io::JsonlWriter metrics(fs::path(o.out) / "metrics.jsonl");
+  const fs::path metrics_path = fs::path(o.out) / "metrics.jsonl";
+  if (o.resume.empty()) fs::remove(metrics_path);  // a fresh run starts a fresh log; a resumed one appends
+  io::JsonlWriter metrics(metrics_path);
   train::Progress progress(o.steps, o.log_every);
   progress.restart(trainer.step());
   while (!trainer.done()) {

@@ -169,6 +169,31 @@ void gemm_blocked(Trans ta, Trans tb, T alpha, View<const T, 2> A,  // A: op(A) 
   });
 }
 
+#if defined(REASON_WITH_CBLAS)
+/// One CBLAS call on raw row-major operands.
+template <class T>
+void blas_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+               int ldc) {
+  const auto ca = ta == Trans::N ? CblasNoTrans : CblasTrans, cb = tb == Trans::N ? CblasNoTrans : CblasTrans;
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, ca, cb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    cblas_dgemm(CblasRowMajor, ca, cb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+/// Asks OpenBLAS (once) to run each call on the calling thread; reason's pool does the splitting.
+inline void blas_single_threaded() {
+#if defined(OPENBLAS_VERSION)
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+#endif
+}
+#endif
+
 }  // namespace detail
 
 /// C = alpha * op(A) * op(B) + beta * C. Views are row-major with unit inner stride; the
@@ -193,14 +218,31 @@ void gemm(Trans ta, Trans tb, T alpha, View<const T, 2> A,  // A: [M, K] (N) or 
                  ", N ", N, ", K ", K, ")");
   }
   if (beta == T(0)) detail::scale_c(T(0), C);  // BLAS leaves beta == 0 to the library; make NaN-safety explicit
-  const auto ca = ta == Trans::N ? CblasNoTrans : CblasTrans, cb = tb == Trans::N ? CblasNoTrans : CblasTrans;
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, ca, cb, int(M), int(N), int(K), alpha, A.data, int(lda), B.data, int(ldb), beta, C.data,
-                int(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, ca, cb, int(M), int(N), int(K), alpha, A.data, int(lda), B.data, int(ldb), beta, C.data,
-                int(ldc));
-  }
+  // Threads: BLAS runs single-threaded and the pool splits C into row (or column) blocks, one
+  // BLAS call each. OpenBLAS's own threads busy-wait between calls and steal the cores from
+  // the rest of a training step; the pool's threads sleep. Each C element is still one
+  // BLAS dot product over all of K, so the split does not change the result.
+  detail::blas_single_threaded();
+  const bool split_rows = M >= N;
+  const index_t extent = split_rows ? M : N;
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  const index_t grain = flops < 4e6 ? extent : std::max<index_t>(16, extent / 64);
+  parallel_for(extent, grain, [&](index_t b0, index_t b1) {
+    const T* a = A.data;
+    const T* b = B.data;
+    T* c = C.data;
+    index_t m = M, n = N;
+    if (split_rows) {
+      a += ta == Trans::N ? b0 * lda : b0;  // rows of op(A)
+      c += b0 * ldc;
+      m = b1 - b0;
+    } else {
+      b += tb == Trans::N ? b0 : b0 * ldb;  // columns of op(B)
+      c += b0;
+      n = b1 - b0;
+    }
+    detail::blas_gemm(ta, tb, int(m), int(n), int(K), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  });
 #else
   detail::gemm_blocked(ta, tb, alpha, A, B, beta, C);
 #endif
