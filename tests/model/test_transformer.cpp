@@ -138,3 +138,80 @@ TEST_CASE("Transformer rejects bad sizes with named errors") {
                                 make_view(static_cast<const std::int32_t*>(targets.data()), 1, 4)),
                        doctest::Contains("11"), Error);
 }
+
+TEST_CASE("forward_objective with the cross-entropy gradient equals the fused loss path") {
+  // The generic logits objective, given softmax - onehot, must reproduce forward() exactly in
+  // loss and to rounding in every gradient; its backward is checked by finite differences.
+  using Net = TinyNet<precision::Fp64>;
+  Net net(tiny_config(1));
+  const index_t batch = 2, seq = 5, vocab = 11;
+  net.reserve(batch, seq);
+  std::vector<double> params(net.num_params()), g_ref(net.num_params(), 0.0), g_obj(net.num_params(), 0.0);
+  net.layout().initialize(std::span<double>(params), test::test_seed());
+  Philox rng(test::test_seed(), 3);
+  const Data d = make_data(batch, seq, vocab, rng);
+  const auto tokens = make_view(d.tokens.data(), batch, seq);
+  const auto targets = make_view(d.targets.data(), batch, seq);
+  const double scale = 0.37;
+  const auto ref = net.forward(params.data(), g_ref.data(), tokens, targets, scale);
+  net.backward(params.data(), g_ref.data());
+
+  auto objective = [&](index_t first, View<double, 2> logits) {
+    double loss = 0;
+    for (index_t r = 0; r < logits.size(0); ++r) {
+      double* row = logits.row(r);
+      const std::int32_t t = d.targets[static_cast<std::size_t>(first + r)];
+      if (t < 0) {
+        std::fill(row, row + vocab, 0.0);
+        continue;
+      }
+      const double mx = *std::max_element(row, row + vocab);
+      double sum = 0;
+      for (index_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - mx);
+      loss += mx + std::log(sum) - row[t];
+      for (index_t v = 0; v < vocab; ++v) row[v] = scale * (std::exp(row[v] - mx) / sum - (v == t ? 1.0 : 0.0));
+    }
+    return loss;
+  };
+  const double loss = net.forward_objective(params.data(), g_obj.data(), tokens, objective);
+  net.backward(params.data(), g_obj.data());
+  CHECK(loss == doctest::Approx(ref.loss_sum).epsilon(1e-12));
+  double worst = 0;
+  for (std::size_t i = 0; i < g_ref.size(); ++i) worst = std::max(worst, std::abs(g_ref[i] - g_obj[i]));
+  CHECK(worst < 1e-12);
+
+  auto eval = [&] { return scale * net.forward_objective(params.data(), nullptr, tokens, objective); };
+  const auto check = test::gradcheck(eval, std::span<double>(params), g_obj);
+  INFO(check.describe());
+  CHECK(check.ok);
+}
+
+TEST_CASE("A head on the final hidden states trains through hidden_grad") {
+  // L = sum(final_hidden * R): its gradient enters through hidden_grad() alone.
+  using Net = TinyNet<precision::Fp64>;
+  Net net(tiny_config(3));
+  const index_t batch = 2, seq = 4;
+  net.reserve(batch, seq);
+  std::vector<double> params(net.num_params()), grads(net.num_params(), 0.0);
+  net.layout().initialize(std::span<double>(params), test::test_seed() + 1);
+  Philox rng(test::test_seed(), 4);
+  const Data d = make_data(batch, seq, 11, rng);
+  const auto tokens = make_view(d.tokens.data(), batch, seq);
+  std::vector<double> R(static_cast<std::size_t>(batch * seq * 6));
+  test::fill_uniform(std::span<double>(R), rng);
+  auto loss = [&] {
+    const auto h = net.forward_hidden(params.data(), tokens, false);
+    double l = 0;
+    for (index_t r = 0; r < h.size(0); ++r)
+      for (index_t c = 0; c < h.size(1); ++c) l += h(r, c) * R[static_cast<std::size_t>(r * 6 + c)];
+    return l;
+  };
+  net.forward_hidden(params.data(), tokens, true);
+  auto dh = net.hidden_grad();
+  for (index_t r = 0; r < dh.size(0); ++r)
+    for (index_t c = 0; c < dh.size(1); ++c) dh(r, c) += R[static_cast<std::size_t>(r * 6 + c)];
+  net.backward(params.data(), grads.data());
+  const auto check = test::gradcheck(loss, std::span<double>(params), grads);
+  INFO(check.describe());
+  CHECK(check.ok);
+}

@@ -19,6 +19,7 @@
 // never exist whole; backward continues from there.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <string>
@@ -31,6 +32,7 @@
 #include "reason/kernels/cross_entropy.hpp"
 #include "reason/kernels/embedding.hpp"
 #include "reason/kernels/gemm.hpp"
+#include "reason/kernels/lm_head.hpp"
 #include "reason/kernels/residual.hpp"
 #include "reason/model/concepts.hpp"
 #include "reason/model/config.hpp"
@@ -112,8 +114,7 @@ class Transformer {
   void logits(const T* params, View<const std::int32_t, 2> tokens, View<T, 2> out) {
     const index_t n = tokens.size(0) * tokens.size(1);
     expect_shape(out, "Transformer::logits: out", {n, config_.vocab_size});
-    no_targets_.assign(static_cast<std::size_t>(n), -1);
-    (void)run_forward(params, nullptr, tokens, make_view(static_cast<const std::int32_t*>(no_targets_.data()), tokens.size(0), tokens.size(1)), T(0));
+    run_trunk(params, tokens);
     kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), acts_.final_h,
                      matrix_at(params, lm_head_, config_.vocab_size, config_.hidden_size), T(0), out);
   }
@@ -146,6 +147,45 @@ class Transformer {
       kernels::accumulate<T>(dres, dtmp);  // d(in) = d(mid) + d(through the attention branch)
     }
     kernels::embedding_backward<T>(a.tokens, dres, matrix_at(grads, embed_, config_.vocab_size, config_.hidden_size));
+  }
+
+  /// Forward with a caller-defined objective on the logits (RL and distillation losses):
+  /// `objective(first_row, logits)` sees the logits of rows [first_row, first_row + R) of the
+  /// [B T, V] matrix (row b T + t: the prediction after token t of sequence b), overwrites them
+  /// with the gradient of its loss, and returns the loss it added (kernels/lm_head.hpp). With
+  /// grads, d(lm_head) accumulates and backward() may follow; with grads null it only evaluates.
+  template <class Objective>
+  double forward_objective(const T* params, T* grads, View<const std::int32_t, 2> tokens, Objective&& objective) {
+    run_trunk(params, tokens);
+    const index_t c = config_.hidden_size;
+    const Activations& a = acts_;
+    const double loss = kernels::lm_head_objective<T>(
+        a.final_h, matrix_at(params, lm_head_, config_.vocab_size, c), a.loss_scratch,
+        grads ? a.dfinal : View<T, 2>{}, grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{},
+        objective);
+    pending_backward_ = grads != nullptr;
+    return loss;
+  }
+
+  /// The final hidden states [B T, C] (after the final norm) of the last forward — what a
+  /// value or reward head reads.
+  [[nodiscard]] View<const T, 2> final_hidden() const { return acts_.final_h; }
+  /// d(loss)/d(final hidden) [B T, C] of the last forward with gradients: a head on the hidden
+  /// states adds its gradient here before backward().
+  [[nodiscard]] View<T, 2> hidden_grad() {
+    REASON_CHECK(pending_backward_, "Transformer::hidden_grad: no forward() with gradients to add to");
+    return acts_.dfinal;
+  }
+  /// Forward to the final hidden states only, for heads other than the LM head (value, reward).
+  /// With `train`, d(final hidden) starts at zero for the head to fill through hidden_grad().
+  View<const T, 2> forward_hidden(const T* params, View<const std::int32_t, 2> tokens, bool train) {
+    run_trunk(params, tokens);
+    if (train) {
+      for (index_t r = 0; r < acts_.dfinal.size(0); ++r)
+        std::fill(acts_.dfinal.row(r), acts_.dfinal.row(r) + acts_.dfinal.size(1), T(0));
+    }
+    pending_backward_ = train;
+    return acts_.final_h;
   }
 
   // ---- decoding with a KV cache ---------------------------------------------------------------
@@ -291,13 +331,13 @@ class Transformer {
     return a;
   }
 
-  LossResult run_forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
-                         View<const std::int32_t, 2> targets, T grad_scale) {
+  /// Embedding, blocks and final norm for tokens [B, T]: fills the activations up to final_h.
+  void run_trunk(const T* params, View<const std::int32_t, 2> tokens) {
     const index_t batch = tokens.size(0), seq = tokens.size(1), n = batch * seq, c = config_.hidden_size;
-    expect_shape(targets, "Transformer: targets", tokens.shape);
-    REASON_CHECK(tokens.is_contiguous() && targets.is_contiguous(), "Transformer: tokens and targets must be contiguous [B, T]");
+    REASON_CHECK(tokens.is_contiguous(), "Transformer: tokens must be contiguous [B, T]");
     REASON_CHECK(seq <= config_.max_seq_len, "Transformer: sequence length ", seq, " exceeds max_seq_len = ", config_.max_seq_len);
     REASON_CHECK(arena_.capacity() > 0, "Transformer: call reserve(batch, seq) before the first forward");
+    pending_backward_ = false;
     arena_.reset();
     acts_ = carve(arena_, batch, seq);
     Activations& a = acts_;
@@ -317,6 +357,15 @@ class Transformer {
       kernels::accumulate<T>(s.out, s.mid);
     }
     final_norm_.forward(params, a.layers.back().out, a.final_h, a.final_rstd);
+  }
+
+  LossResult run_forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
+                         View<const std::int32_t, 2> targets, T grad_scale) {
+    expect_shape(targets, "Transformer: targets", tokens.shape);
+    REASON_CHECK(targets.is_contiguous(), "Transformer: targets must be contiguous [B, T]");
+    run_trunk(params, tokens);
+    const index_t n = tokens.size(0) * tokens.size(1), c = config_.hidden_size;
+    const Activations& a = acts_;
     const auto head = matrix_at(params, lm_head_, config_.vocab_size, c);
     const auto r = kernels::lm_head_cross_entropy<T>(
         a.final_h, head, make_view(targets.data, n), grad_scale, a.loss_scratch, grads ? a.dfinal : View<T, 2>{},
@@ -334,7 +383,6 @@ class Transformer {
   Activations acts_;
   index_t batch_ = 0;
   bool pending_backward_ = false;
-  std::vector<std::int32_t> no_targets_;
 };
 
 }  // namespace reason::model
