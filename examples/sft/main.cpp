@@ -58,11 +58,11 @@ struct Options {
   // model
   index_t width = 128, layers = 4, heads = 4, kv_heads = 2, ffn = 384, seq = 96;
   // training
-  std::int64_t steps = 1600;
+  std::int64_t steps = 3200;
   int micro_batches = 1;
   index_t batch = 32;
   double lr = 3e-3, min_lr = 1e-4, weight_decay = 0.05, clip = 1.0;
-  std::int64_t warmup = 100;
+  std::int64_t warmup = 150;
   std::uint64_t seed = 1234;
   // evaluation and output
   int eval_per_level = 128;
