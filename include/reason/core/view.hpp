@@ -122,4 +122,18 @@ void expect_unit_inner_stride(const View<T, Rank>& v, const char* name) {
   }
 }
 
+/// Checks a kernel argument in one call: the shape, non-null data when it has elements, and a
+/// unit innermost stride. Messages read "<fn>: <name>: shape [..], expected [..]".
+template <class T, int Rank>
+void expect_view(const View<T, Rank>& v, const char* fn, const char* name,
+                 const typename View<T, Rank>::shape_type& expected) {
+  if (v.shape != expected) [[unlikely]] {
+    fail(fn, ": ", name, ": shape ", shape_string(v.shape), ", expected ", shape_string(expected));
+  }
+  if (v.data == nullptr && v.numel() > 0) [[unlikely]] fail(fn, ": ", name, " is empty (data is null)");
+  if (Rank > 1 && v.shape[Rank - 1] > 1 && v.stride[Rank - 1] != 1) [[unlikely]] {
+    fail(fn, ": ", name, ": innermost stride ", v.stride[Rank - 1], ", expected 1 (shape ", shape_string(v.shape), ")");
+  }
+}
+
 }  // namespace reason

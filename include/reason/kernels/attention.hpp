@@ -31,17 +31,6 @@ namespace reason::kernels {
 
 namespace detail {
 
-template <class T, int R>
-void attn_expect(const View<T, R>& v, const char* fn, const char* name, const std::array<index_t, R>& expected) {
-  if (v.shape != expected) [[unlikely]] {
-    fail(fn, ": ", name, ": shape ", shape_string(v.shape), ", expected ", shape_string(expected));
-  }
-  if (v.data == nullptr && v.numel() > 0) [[unlikely]] fail(fn, ": ", name, " is empty (data is null)");
-  if (v.shape[R - 1] > 1 && v.stride[R - 1] != 1) [[unlikely]] {
-    fail(fn, ": ", name, ": innermost stride ", v.stride[R - 1], ", expected 1 (shape ", shape_string(v.shape), ")");
-  }
-}
-
 /// The number of query heads per kv head, checking that H is a multiple of Hkv.
 inline index_t gqa_group(const char* fn, index_t H, index_t Hkv, index_t D) {
   REASON_CHECK(Hkv > 0 && H % Hkv == 0, fn, ": q has ", H, " heads, which is not a multiple of the ", Hkv,
@@ -90,12 +79,12 @@ void attention_forward(View<const std::type_identity_t<T>, 4> q, View<const std:
   constexpr const char* fn = "attention_forward";
   const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], D = q.shape[3], Hkv = k.shape[2];
   const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  detail::attn_expect(q, fn, "q", {B, Tn, H, D});
-  detail::attn_expect(k, fn, "k", {B, Tn, Hkv, D});
-  detail::attn_expect(v, fn, "v", {B, Tn, Hkv, D});
-  detail::attn_expect(out, fn, "out", {B, Tn, H, D});
+  expect_view(q, fn, "q", {B, Tn, H, D});
+  expect_view(k, fn, "k", {B, Tn, Hkv, D});
+  expect_view(v, fn, "v", {B, Tn, Hkv, D});
+  expect_view(out, fn, "out", {B, Tn, H, D});
   const bool save = probs.data != nullptr;
-  if (save) detail::attn_expect(probs, fn, "probs", {B, H, Tn, Tn});
+  if (save) expect_view(probs, fn, "probs", {B, H, Tn, Tn});
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
   const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, Tn * Tn * D));
   parallel_for(B * H, grain, [&](index_t i0, index_t i1) {
@@ -123,14 +112,14 @@ void attention_backward(View<const std::type_identity_t<T>, 4> q, View<const std
   constexpr const char* fn = "attention_backward";
   const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], D = q.shape[3], Hkv = k.shape[2];
   const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  detail::attn_expect(q, fn, "q", {B, Tn, H, D});
-  detail::attn_expect(k, fn, "k", {B, Tn, Hkv, D});
-  detail::attn_expect(v, fn, "v", {B, Tn, Hkv, D});
-  detail::attn_expect(probs, fn, "probs", {B, H, Tn, Tn});
-  detail::attn_expect(dout, fn, "dout", {B, Tn, H, D});
-  detail::attn_expect(dq, fn, "dq", {B, Tn, H, D});
-  detail::attn_expect(dk, fn, "dk", {B, Tn, Hkv, D});
-  detail::attn_expect(dv, fn, "dv", {B, Tn, Hkv, D});
+  expect_view(q, fn, "q", {B, Tn, H, D});
+  expect_view(k, fn, "k", {B, Tn, Hkv, D});
+  expect_view(v, fn, "v", {B, Tn, Hkv, D});
+  expect_view(probs, fn, "probs", {B, H, Tn, Tn});
+  expect_view(dout, fn, "dout", {B, Tn, H, D});
+  expect_view(dq, fn, "dq", {B, Tn, H, D});
+  expect_view(dk, fn, "dk", {B, Tn, Hkv, D});
+  expect_view(dv, fn, "dv", {B, Tn, Hkv, D});
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
   const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, group * Tn * Tn * D));
   parallel_for(B * Hkv, grain, [&](index_t i0, index_t i1) {
@@ -186,10 +175,10 @@ void attention_decode(View<const std::type_identity_t<T>, 3> q, View<const std::
   constexpr const char* fn = "attention_decode";
   const index_t B = q.shape[0], H = q.shape[1], D = q.shape[2], S = k_cache.shape[1], Hkv = k_cache.shape[2];
   const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  detail::attn_expect(q, fn, "q", {B, H, D});
-  detail::attn_expect(k_cache, fn, "k_cache", {B, S, Hkv, D});
-  detail::attn_expect(v_cache, fn, "v_cache", {B, S, Hkv, D});
-  detail::attn_expect(out, fn, "out", {B, H, D});
+  expect_view(q, fn, "q", {B, H, D});
+  expect_view(k_cache, fn, "k_cache", {B, S, Hkv, D});
+  expect_view(v_cache, fn, "v_cache", {B, S, Hkv, D});
+  expect_view(out, fn, "out", {B, H, D});
   REASON_CHECK(len >= 1 && len <= S, fn, ": len ", len, " is out of range [1, ", S, "] of the cache (k_cache shape ",
                shape_string(k_cache.shape), ")");
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));

@@ -40,17 +40,6 @@ struct CrossEntropyResult {
 
 namespace detail {
 
-template <class T, int Rank>
-void ce_expect(const View<T, Rank>& v, const char* fn, const char* name, const std::array<index_t, Rank>& expected) {
-  if (v.shape != expected) [[unlikely]] {
-    fail(fn, ": ", name, ": shape ", shape_string(v.shape), ", expected ", shape_string(expected));
-  }
-  if (v.data == nullptr && v.numel() > 0) [[unlikely]] fail(fn, ": ", name, " is empty (data is null)");
-  if (Rank > 1 && v.shape[Rank - 1] > 1 && v.stride[Rank - 1] != 1) [[unlikely]] {
-    fail(fn, ": ", name, ": innermost stride ", v.stride[Rank - 1], ", expected 1 (shape ", shape_string(v.shape), ")");
-  }
-}
-
 /// Throws on the first target >= V; returns how many targets are counted (>= 0).
 inline index_t ce_check_targets(const char* fn, const View<const std::int32_t, 1>& targets, index_t V) {
   index_t count = 0;
@@ -115,10 +104,10 @@ CrossEntropyResult softmax_cross_entropy(View<const std::type_identity_t<T>, 2> 
                                          View<T, 2> dlogits) {
   constexpr const char* fn = "softmax_cross_entropy";
   const index_t N = logits.shape[0], V = logits.shape[1];
-  detail::ce_expect(logits, fn, "logits", {N, V});
-  detail::ce_expect(targets, fn, "targets", {N});
+  expect_view(logits, fn, "logits", {N, V});
+  expect_view(targets, fn, "targets", {N});
   const bool want_grad = dlogits.data != nullptr;
-  if (want_grad) detail::ce_expect(dlogits, fn, "dlogits", {N, V});
+  if (want_grad) expect_view(dlogits, fn, "dlogits", {N, V});
   CrossEntropyResult res;
   res.count = detail::ce_check_targets(fn, targets, V);
   std::vector<double> loss;
@@ -140,17 +129,17 @@ CrossEntropyResult lm_head_cross_entropy(View<const std::type_identity_t<T>, 2> 
                                          View<T, 2> scratch, View<T, 2> dh, View<T, 2> dw) {
   constexpr const char* fn = "lm_head_cross_entropy";
   const index_t N = h.shape[0], V = w.shape[0], C = w.shape[1];
-  detail::ce_expect(w, fn, "w", {V, C});
-  detail::ce_expect(h, fn, "h", {N, C});
-  detail::ce_expect(targets, fn, "targets", {N});
+  expect_view(w, fn, "w", {V, C});
+  expect_view(h, fn, "h", {N, C});
+  expect_view(targets, fn, "targets", {N});
   const index_t R = scratch.shape[0];
   if (R < 1 || scratch.shape[1] != V) [[unlikely]] {
     fail(fn, ": scratch: shape ", shape_string(scratch.shape), ", expected [R, ", V, "] with R >= 1 rows per chunk");
   }
-  detail::ce_expect(scratch, fn, "scratch", {R, V});
+  expect_view(scratch, fn, "scratch", {R, V});
   const bool want_dh = dh.data != nullptr, want_dw = dw.data != nullptr, want_grad = want_dh || want_dw;
-  if (want_dh) detail::ce_expect(dh, fn, "dh", {N, C});
-  if (want_dw) detail::ce_expect(dw, fn, "dw", {V, C});
+  if (want_dh) expect_view(dh, fn, "dh", {N, C});
+  if (want_dw) expect_view(dw, fn, "dw", {V, C});
   CrossEntropyResult res;
   res.count = detail::ce_check_targets(fn, targets, V);
   std::vector<double> loss;
