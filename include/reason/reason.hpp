@@ -17,6 +17,7 @@
 #include "reason/kernels/embedding.hpp"
 #include "reason/kernels/gemm.hpp"
 #include "reason/kernels/linear.hpp"
+#include "reason/kernels/lm_head.hpp"
 #include "reason/kernels/reduce.hpp"
 #include "reason/kernels/residual.hpp"
 #include "reason/kernels/rmsnorm.hpp"
@@ -40,6 +41,8 @@
 
 #include "reason/model/transformer.hpp"
 #include "reason/infer/greedy.hpp"
+#include "reason/infer/rollout.hpp"
+#include "reason/infer/sampler.hpp"
 #include "reason/train/progress.hpp"
 #include "reason/train/schedule.hpp"
 #include "reason/train/trainer.hpp"
