@@ -4,8 +4,9 @@
 // models: the policy at sampling time (logp_old), the reference (logp_ref, for the KL term),
 // and for DPO the summed sequence log-prob
 //   log pi(y | x) = sum_t log pi(y_t | x, y_<t)        (Rafailov et al. 2023, eq. 7's log pi(y|x)).
-// TokenLogProbs records them with the same chunked LM head training uses, so the numbers equal
-// the training pass's to the last bit (the property DESIGN.md asks rollouts and training to keep).
+// TokenLogProbs records them with the same chunked LM head a training pass uses, so logp_old
+// recomputed this way equals the training pass's to the last bit (ratio exactly 1 at the first
+// update). Log-probs recorded while decoding may differ by rounding (docs/architecture.md).
 //
 // Design rule: an evaluation objective. It writes out(b, t) = log pi(tokens(b, t + 1)) where
 // mask(b, t) != 0 (0 elsewhere), leaves zero gradients and returns 0, so it may also run inside a
