@@ -1,0 +1,484 @@
+// reason/rl/grpo_trainer.hpp — the GRPO training loop, composed at compile time.
+//
+// Shao et al. 2024, DeepSeekMath, Algorithm 1 (iterative GRPO), and DeepSeek-R1 (DeepSeek-AI
+// 2025, §2.2) which runs it with rule rewards only. One step of the loop:
+//   (a) sample a batch of questions; for each, G outputs {o_i} ~ pi_theta_old(. | q)  (infer::rollout)
+//   (b) compute the reward r_i of each output with the reward function            (reward::score_batch)
+//   (c) compute the group-relative advantage A_i = (r_i - mean r) / std r         (rl::grpo_advantages)
+//   (d) record log pi_theta_old and log pi_ref of every sampled token, once       (rl::TokenLogProbs)
+//   (e) for iteration = 1 .. mu: update pi_theta by maximising the GRPO objective (rl::Grpo<C>::Batch)
+// The reference is frozen for the run; Algorithm 1 resets it to the policy at the start of each
+// outer iteration, which is reset_reference(). DAPO's dynamic sampling (Yu et al. 2025, §3.2)
+// drops the groups whose rewards are all equal — their advantages are zero, so they carry no
+// policy gradient and only dilute the batch; here they are dropped (not resampled) and the
+// dropped fraction is reported. A step in which every group is dropped updates nothing.
+//
+// Design rule: the algorithm is a type assembled from policies, the run is numbers.
+//   using Trainer = rl::GrpoTrainer<Net,                                   // the policy model
+//                                   optim::AdamW,                          // optimizer
+//                                   rl::Grpo<rl::GrpoConfig{}>,            // loss (GRPO, DAPO, Dr. GRPO)
+//                                   infer::Temperature,                    // sampler
+//                                   reward::Weighted<reward::Weights{0.8f, 0.2f}, reward::Accuracy, reward::Format>>;
+// Each slot is checked by one static_assert that names it. GrpoTrainerConfig holds the run-time
+// numbers (prompts per step, G, beta, mu, schedule, ...). Like train::Trainer, the trainer owns
+// flat buffers — parameters, gradients, optimizer state, and a frozen copy of the reference
+// parameters — plus its position (step, optimizer updates), and prompts come from a function of
+// the step, so the position is the data state. Randomness is counter-based: step s samples row r
+// from Philox(key = rollout_seed(seed, s), stream = r), so a run is a function of its seed.
+//
+// Gradient accumulation: each optimisation pass runs the kept rows in micro-batches of
+// `micro_batch` rows; every micro-batch's objective is given the whole step's normaliser
+// (Normaliser{sequences = kept rows, tokens = kept completion tokens, max_length =
+// max_new_tokens}), so the accumulated gradient equals that of one pass over all rows. logp_old
+// and logp_ref are recorded with the same micro-batches as the training passes, so on the first
+// pass the ratio pi_theta / pi_old is exactly 1 (identical GEMM shapes, identical kernels).
+//
+// Not here: saving and restoring a run. Every bit of its state is exposed (params(),
+// reference_params(), optimizer_state(), step(), updates(), set_position()), but writing it needs
+// io/safetensors.hpp, which belongs to the reason::io component (nlohmann-json); a checkpoint
+// header beside train/checkpoint.hpp is where it would go.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "reason/core/error.hpp"
+#include "reason/core/param_layout.hpp"
+#include "reason/core/philox.hpp"
+#include "reason/core/view.hpp"
+#include "reason/data/arithmetic.hpp"
+#include "reason/data/sft_batch.hpp"
+#include "reason/data/tokenizer.hpp"
+#include "reason/infer/rollout.hpp"
+#include "reason/infer/sampler.hpp"
+#include "reason/model/config.hpp"
+#include "reason/optim/concepts.hpp"
+#include "reason/reward/accuracy.hpp"
+#include "reason/reward/concept.hpp"
+#include "reason/reward/score_batch.hpp"
+#include "reason/reward/weighted.hpp"
+#include "reason/rl/advantages.hpp"
+#include "reason/rl/grpo.hpp"
+#include "reason/rl/policy_loss.hpp"
+#include "reason/rl/token_logp.hpp"
+#include "reason/train/clip.hpp"
+#include "reason/train/schedule.hpp"
+
+namespace reason::rl {
+
+/// The run-time numbers of a GRPO run.
+struct GrpoTrainerConfig {
+  index_t prompts_per_step = 8;      // questions per step (the prompt source must return this many)
+  index_t group_size = 8;            // G: completions sampled per question
+  index_t max_new_tokens = 64;       // completion tokens per row at most (also Dr. GRPO's L_max)
+  double beta = 0.04;                // KL penalty to the reference (DeepSeekMath 0.04; DAPO 0)
+  train::CosineSchedule schedule{};  // learning rate per step
+  int mu = 1;                        // optimisation passes per rollout batch (Algorithm 1's mu)
+  double max_grad_norm = 1.0;        // global-norm clipping; <= 0 disables
+  bool dynamic_sampling = false;     // DAPO: drop groups whose rewards are all equal
+  std::uint64_t seed = 1;            // rollouts of step s use Philox key rollout_seed(seed, s)
+  int advantage_sign = 1;            // +1; -1 trains against the reward (a control experiment)
+  GroupScale advantage_scale = GroupScale::std;  // GroupScale::none for Dr. GRPO
+  index_t micro_batch = 0;           // rows per training pass; 0: all kept rows in one
+  index_t rollout_batch = 0;         // rows per decode state; 0: all rows in one
+
+  void validate() const {
+    REASON_CHECK(prompts_per_step >= 1 && group_size >= 1 && max_new_tokens >= 1, "GrpoTrainerConfig: prompts_per_step = ",
+                 prompts_per_step, ", group_size = ", group_size, ", max_new_tokens = ", max_new_tokens,
+                 "; all must be >= 1");
+    REASON_CHECK(mu >= 1, "GrpoTrainerConfig: mu = ", mu, "; expected >= 1 optimisation pass per rollout batch");
+    REASON_CHECK(beta >= 0 && std::isfinite(beta), "GrpoTrainerConfig: beta = ", beta, "; expected a finite value >= 0");
+    REASON_CHECK(advantage_sign == 1 || advantage_sign == -1, "GrpoTrainerConfig: advantage_sign = ", advantage_sign,
+                 "; expected +1 or -1");
+    REASON_CHECK(micro_batch >= 0 && rollout_batch >= 0, "GrpoTrainerConfig: micro_batch = ", micro_batch,
+                 ", rollout_batch = ", rollout_batch, "; expected >= 0 (0: all rows)");
+    schedule.validate();
+  }
+};
+
+/// The Philox key of step s's rollouts: the first value of Philox(seed, stream 2^62 + s).
+[[nodiscard]] inline std::uint64_t rollout_seed(std::uint64_t seed, std::int64_t step) {
+  Philox g(seed, (std::uint64_t{1} << 62) + static_cast<std::uint64_t>(step));
+  return g.next_u64();
+}
+
+/// One optimisation pass over the step's kept rows.
+struct GrpoPassStats {
+  double loss = 0;           // the aggregated GRPO loss
+  double mean_ratio = 1;     // pi_theta / pi_old over completion tokens
+  double clip_fraction = 0;  // share of tokens whose surrogate was clipped
+  double kl = 0;             // mean k3 estimate of KL(pi_theta || pi_ref) (0 when beta = 0)
+  double entropy = 0;        // mean entropy of pi_theta(. | prefix)
+  double grad_norm = 0;      // before clipping
+  index_t tokens = 0;        // completion tokens trained on
+};
+
+/// The mean of one component of the reward over the step's completions.
+struct RewardComponent {
+  const char* name = "";
+  double mean = 0;
+};
+
+/// What one GRPO step did.
+struct GrpoStepStats {
+  std::int64_t step = 0;               // the step just completed (0-based)
+  index_t rows = 0;                    // completions sampled (prompts x G)
+  index_t trained_rows = 0;            // rows kept for the update
+  double reward_mean = 0, reward_std = 0;  // over every sampled completion (population std)
+  std::optional<double> accuracy;      // mean of the reward::Accuracy component, when there is one
+  std::vector<RewardComponent> components;  // each component's mean (one entry for a plain reward)
+  double zero_variance_fraction = 0;   // groups whose rewards are all equal (dropped under dynamic sampling)
+  double completion_length = 0;        // mean completion tokens over every sampled row
+  double eos_fraction = 0;             // rows that stopped on <eos>
+  double lr = 0;
+  bool updated = false;                // false when no row was kept: the parameters did not move
+  // Means over the mu passes (passes[i] has each):
+  double loss = 0, mean_ratio = 1, clip_fraction = 0, kl = 0, entropy = 0, grad_norm = 0;
+  std::vector<GrpoPassStats> passes;
+  struct Seconds {
+    double rollout = 0, score = 0, logp = 0, update = 0, total = 0;
+  } seconds;
+};
+
+namespace detail {
+
+template <class N>
+struct ParamType {
+  using type = float;
+};
+template <class N>
+  requires requires { typename N::T; }
+struct ParamType<N> {
+  using type = typename N::T;
+};
+
+template <class R>
+struct WeightedTraits : std::false_type {};
+template <reward::Weights W, class... Rs>
+struct WeightedTraits<reward::Weighted<W, Rs...>> : std::true_type {};
+
+}  // namespace detail
+
+/// A policy model the trainer can sample from and train: Transformer's interface.
+template <class N>
+concept GrpoPolicyModel = requires(N& net, const N& cnet, const typename N::T* p, typename N::T* g,
+                                   View<const std::int32_t, 2> tokens, TokenLogProbs<typename N::T>& rec) {
+  typename N::DecodeState;
+  { cnet.config() } -> std::convertible_to<const model::Config&>;
+  { cnet.num_params() } -> std::convertible_to<std::size_t>;
+  { cnet.layout() } -> std::convertible_to<const ParamLayout&>;
+  net.reserve(index_t{1}, index_t{1});
+  { net.forward_objective(p, g, tokens, rec) } -> std::convertible_to<double>;
+  net.backward(p, g);
+};
+
+/// A GRPO-family loss: Grpo<GrpoConfig{...}>, whose Batch<T> is a forward_objective.
+template <class L, class T>
+concept GrpoLoss = requires(const typename L::template Batch<T>& b) {
+  { L::config } -> std::convertible_to<GrpoConfig>;
+  requires std::constructible_from<typename L::template Batch<T>, const RolloutBatch<T>&, GrpoCoefficients>;
+  { b.stats() } -> std::same_as<PolicyStats>;
+};
+
+template <class Net, class Opt, class Loss, class Sampler, class Reward>
+class GrpoTrainer {
+  static_assert(GrpoPolicyModel<Net>,
+                "rl::GrpoTrainer<Net, Opt, Loss, Sampler, Reward>: Net (slot 1) must be a policy model with "
+                "decode_step, forward_objective and backward (e.g. model::Transformer<...>)");
+  static_assert(optim::Optimizer<Opt>,
+                "rl::GrpoTrainer<Net, Opt, Loss, Sampler, Reward>: Opt (slot 2) must be an optimizer policy "
+                "(e.g. optim::AdamW)");
+  static_assert(GrpoLoss<Loss, typename detail::ParamType<Net>::type>,
+                "rl::GrpoTrainer<Net, Opt, Loss, Sampler, Reward>: Loss (slot 3) must be a GRPO loss policy "
+                "(e.g. rl::Grpo<rl::GrpoConfig{}>)");
+  static_assert(infer::Sampler<Sampler>,
+                "rl::GrpoTrainer<Net, Opt, Loss, Sampler, Reward>: Sampler (slot 4) must be a sampler policy "
+                "(e.g. infer::Temperature)");
+  static_assert(reward::Reward<Reward>,
+                "rl::GrpoTrainer<Net, Opt, Loss, Sampler, Reward>: Reward (slot 5) must be a reward policy "
+                "(e.g. reward::Weighted<reward::Weights{0.8f, 0.2f}, reward::Accuracy, reward::Format>)");
+
+ public:
+  using T = typename Net::T;
+  /// The questions of step s (prompts_per_step of them); a pure function of s, like train::BatchSource.
+  using PromptSource = std::function<std::vector<data::Problem>(std::int64_t step)>;
+
+  /// Starts from `initial_params` (e.g. an SFT checkpoint's), which also become the reference.
+  GrpoTrainer(Net& net, std::span<const T> initial_params, Opt optimizer, Sampler sampler, Reward reward,
+              GrpoTrainerConfig config)
+      : net_(net), opt_(std::move(optimizer)), sampler_(std::move(sampler)), reward_(std::move(reward)), cfg_(config) {
+    cfg_.validate();
+    const std::size_t n = net_.num_params();
+    REASON_CHECK(initial_params.size() == n, "GrpoTrainer: ", initial_params.size(), " initial parameters for a model of ",
+                 n);
+    REASON_CHECK(net_.config().vocab_size == data::Tokenizer::vocab_size, "GrpoTrainer: the model's vocabulary has ",
+                 net_.config().vocab_size, " tokens but prompts and completions use data::Tokenizer's ",
+                 data::Tokenizer::vocab_size);
+    params_.assign(initial_params.begin(), initial_params.end());
+    reference_ = params_;
+    grads_.assign(n, T(0));
+    state_.assign(n * static_cast<std::size_t>(Opt::state_slots), T(0));
+  }
+
+  [[nodiscard]] const GrpoTrainerConfig& config() const { return cfg_; }
+  [[nodiscard]] Net& net() { return net_; }
+  [[nodiscard]] const Sampler& sampler() const { return sampler_; }
+  [[nodiscard]] const Reward& reward() const { return reward_; }
+  [[nodiscard]] std::span<T> params() { return params_; }
+  [[nodiscard]] std::span<const T> params() const { return params_; }
+  [[nodiscard]] std::span<T> reference_params() { return reference_; }
+  [[nodiscard]] std::span<const T> reference_params() const { return reference_; }
+  [[nodiscard]] std::span<T> optimizer_state() { return state_; }
+  [[nodiscard]] std::span<const T> optimizer_state() const { return state_; }
+  /// The next step to run (0-based) and the optimizer updates made so far (AdamW's t).
+  [[nodiscard]] std::int64_t step() const { return step_; }
+  [[nodiscard]] std::int64_t updates() const { return updates_; }
+
+  /// Restores the position (a checkpoint loader sets the buffers through the spans above).
+  void set_position(std::int64_t step, std::int64_t updates) {
+    REASON_CHECK(step >= 0 && updates >= 0, "GrpoTrainer: position step ", step, ", updates ", updates, " is negative");
+    step_ = step;
+    updates_ = updates;
+  }
+  /// pi_ref <- pi_theta (DeepSeekMath Algorithm 1, line 2: the start of an outer iteration).
+  void reset_reference() { reference_ = params_; }
+
+  /// Runs step step() on the questions source(step()) and returns what it did.
+  GrpoStepStats run_step(const PromptSource& source) {
+    using Clock = std::chrono::steady_clock;
+    auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+    const auto t_start = Clock::now();
+    GrpoStepStats s;
+    s.step = step_;
+    const index_t G = cfg_.group_size;
+
+    // (a) rollouts: G samples of each question's prompt, from the current parameters.
+    const std::vector<data::Problem> problems = source(step_);
+    REASON_CHECK(static_cast<index_t>(problems.size()) == cfg_.prompts_per_step, "GrpoTrainer: the prompt source gave ",
+                 problems.size(), " problems for step ", step_, ", expected prompts_per_step = ", cfg_.prompts_per_step);
+    std::vector<std::vector<std::int32_t>> prompts;
+    for (const data::Problem& p : problems) prompts.push_back(data::prompt_tokens(p));
+    infer::RolloutConfig rc;
+    rc.samples_per_prompt = G;
+    rc.max_new_tokens = cfg_.max_new_tokens;
+    rc.eos = data::Tokenizer::eos;
+    rc.seed = rollout_seed(cfg_.seed, step_);
+    rc.max_batch = cfg_.rollout_batch;
+    const infer::Rollouts ro =
+        infer::rollout(net_, params_.data(), std::span<const std::vector<std::int32_t>>(prompts), sampler_, rc);
+    const index_t rows = ro.size();
+    s.rows = rows;
+    const auto t_rollout = Clock::now();
+
+    // (b) decode and score against each row's problem.
+    std::vector<std::string> texts(static_cast<std::size_t>(rows));
+    std::vector<data::Problem> samples(static_cast<std::size_t>(rows));
+    double length = 0, eos = 0;
+    for (index_t r = 0; r < rows; ++r) {
+      const infer::Completion& c = ro.rows[static_cast<std::size_t>(r)];
+      texts[static_cast<std::size_t>(r)] = data::Tokenizer::decode(c.tokens);
+      samples[static_cast<std::size_t>(r)] = problems[static_cast<std::size_t>(c.prompt)];
+      length += static_cast<double>(c.tokens.size());
+      eos += c.stopped_on_eos;
+    }
+    s.completion_length = length / static_cast<double>(rows);
+    s.eos_fraction = eos / static_cast<double>(rows);
+    std::vector<float> rewards(static_cast<std::size_t>(rows));
+    reward::score_batch(reward_, std::span<const std::string>(texts), std::span<const data::Problem>(samples),
+                        std::span<float>(rewards));
+    const std::span<const float> rw(rewards);
+    s.reward_mean = detail::mean_of(rw);
+    s.reward_std = detail::std_of(rw, s.reward_mean);
+    score_components(texts, samples, s);
+    const auto t_score = Clock::now();
+
+    // (c) group-relative advantages; DAPO drops the groups with all-equal rewards.
+    std::vector<float> adv(static_cast<std::size_t>(rows));
+    if (cfg_.advantage_scale == GroupScale::std) grpo_advantages<GroupScale::std>(rw, G, std::span<float>(adv));
+    else grpo_advantages<GroupScale::none>(rw, G, std::span<float>(adv));
+    for (float& a : adv) a *= static_cast<float>(cfg_.advantage_sign);
+    const std::vector<index_t> uniform = uniform_groups(rw, G);
+    s.zero_variance_fraction = static_cast<double>(uniform.size()) / static_cast<double>(cfg_.prompts_per_step);
+    std::vector<index_t> keep;
+    for (index_t g = 0, u = 0; g < cfg_.prompts_per_step; ++g) {
+      const bool is_uniform = u < static_cast<index_t>(uniform.size()) && uniform[static_cast<std::size_t>(u)] == g;
+      u += is_uniform;
+      if (cfg_.dynamic_sampling && is_uniform) continue;
+      for (index_t i = 0; i < G; ++i) keep.push_back(g * G + i);
+    }
+    const auto R = static_cast<index_t>(keep.size());
+    s.trained_rows = R;
+    s.lr = cfg_.schedule.lr(step_);
+
+    // (d) the padded batch [R, L] of prompt + completion and its completion mask; logp_old, logp_ref.
+    if (R > 0) {
+      build_batch(prompts, ro, keep, adv);
+      const index_t L = seq_, mb = cfg_.micro_batch > 0 ? std::min(cfg_.micro_batch, R) : R;
+      if (mb > reserved_batch_ || L > reserved_seq_) {
+        reserved_batch_ = std::max(reserved_batch_, mb);
+        reserved_seq_ = std::max(reserved_seq_, L);
+        net_.reserve(reserved_batch_, reserved_seq_);
+      }
+      logp_old_.assign(static_cast<std::size_t>(R * L), T(0));
+      logp_ref_.assign(cfg_.beta != 0 ? static_cast<std::size_t>(R * L) : 0, T(0));
+      for (index_t r0 = 0; r0 < R; r0 += mb) {
+        const index_t n = std::min(mb, R - r0);
+        record_logps(params_.data(), r0, n, logp_old_);
+        if (cfg_.beta != 0) record_logps(reference_.data(), r0, n, logp_ref_);
+      }
+      const auto t_logp = Clock::now();
+      s.seconds.logp = seconds(t_score, t_logp);
+
+      // (e) mu optimisation passes over the kept rows, accumulated over micro-batches.
+      const Normaliser norm{static_cast<double>(R), static_cast<double>(completion_tokens_),
+                            static_cast<double>(cfg_.max_new_tokens)};
+      const GrpoCoefficients coef{cfg_.beta, norm};
+      for (int pass = 0; pass < cfg_.mu; ++pass) {
+        std::fill(grads_.begin(), grads_.end(), T(0));
+        GrpoPassStats p;
+        double ratio = 0, clipped = 0, kl = 0, entropy = 0;
+        for (index_t r0 = 0; r0 < R; r0 += mb) {
+          const index_t n = std::min(mb, R - r0);
+          const RolloutBatch<T> batch{rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
+                                      rows_view(logp_old_.data(), r0, n),
+                                      cfg_.beta != 0 ? rows_view(logp_ref_.data(), r0, n) : View<const T, 2>{},
+                                      std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
+                                                                              static_cast<std::size_t>(n))};
+          typename Loss::template Batch<T> objective(batch, coef);
+          net_.forward_objective(params_.data(), grads_.data(), batch.tokens, objective);
+          net_.backward(params_.data(), grads_.data());
+          const PolicyStats ps = objective.stats();
+          const auto k = static_cast<double>(ps.tokens);
+          p.loss += ps.loss;
+          p.tokens += ps.tokens;
+          ratio += ps.mean_ratio * k;
+          clipped += ps.clip_fraction * k;
+          kl += ps.mean_kl * k;
+          entropy += ps.mean_entropy * k;
+        }
+        if (p.tokens > 0) {
+          const auto k = static_cast<double>(p.tokens);
+          p.mean_ratio = ratio / k;
+          p.clip_fraction = clipped / k;
+          p.kl = kl / k;
+          p.entropy = entropy / k;
+        }
+        p.grad_norm = train::clip_grad_norm<T>(std::span<T>(grads_), cfg_.max_grad_norm);
+        opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr,
+                  ++updates_);
+        s.passes.push_back(p);
+      }
+      s.updated = true;
+      const double m = static_cast<double>(s.passes.size());
+      s.mean_ratio = 0;
+      for (const GrpoPassStats& p : s.passes) {
+        s.loss += p.loss / m;
+        s.mean_ratio += p.mean_ratio / m;
+        s.clip_fraction += p.clip_fraction / m;
+        s.kl += p.kl / m;
+        s.entropy += p.entropy / m;
+        s.grad_norm += p.grad_norm / m;
+      }
+      s.seconds.update = seconds(t_logp, Clock::now());
+    }
+    ++step_;
+    s.seconds.rollout = seconds(t_start, t_rollout);
+    s.seconds.score = seconds(t_rollout, t_score);
+    s.seconds.total = seconds(t_start, Clock::now());
+    return s;
+  }
+
+ private:
+  template <class E>
+  View<const E, 2> rows_view(const E* data, index_t r0, index_t n) const {
+    return make_view(data + r0 * seq_, n, seq_);
+  }
+
+  /// tokens_ [R, L] (padded with <pad>), mask_ [R, L], advantages_ [R] of the kept rows.
+  void build_batch(const std::vector<std::vector<std::int32_t>>& prompts, const infer::Rollouts& ro,
+                   const std::vector<index_t>& keep, const std::vector<float>& adv) {
+    const auto R = static_cast<index_t>(keep.size());
+    seq_ = 0;
+    for (index_t r : keep) {
+      const infer::Completion& c = ro.rows[static_cast<std::size_t>(r)];
+      seq_ = std::max(seq_, static_cast<index_t>(prompts[static_cast<std::size_t>(c.prompt)].size() + c.tokens.size()));
+    }
+    tokens_.assign(static_cast<std::size_t>(R * seq_), data::Tokenizer::pad);
+    mask_.assign(static_cast<std::size_t>(R * seq_), 0);
+    advantages_.resize(static_cast<std::size_t>(R));
+    completion_tokens_ = 0;
+    for (index_t b = 0; b < R; ++b) {
+      const infer::Completion& c = ro.rows[static_cast<std::size_t>(keep[static_cast<std::size_t>(b)])];
+      const auto& p = prompts[static_cast<std::size_t>(c.prompt)];
+      std::int32_t* row = tokens_.data() + b * seq_;
+      std::copy(p.begin(), p.end(), row);
+      std::copy(c.tokens.begin(), c.tokens.end(), row + p.size());
+      // position t predicts token t + 1: the completion's tokens are predicted from P - 1 .. P + n - 2
+      const auto P = static_cast<index_t>(p.size()), n = static_cast<index_t>(c.tokens.size());
+      for (index_t t = P - 1; t < P + n - 1; ++t) mask_[static_cast<std::size_t>(b * seq_ + t)] = 1;
+      completion_tokens_ += n;
+      advantages_[static_cast<std::size_t>(b)] = static_cast<T>(adv[static_cast<std::size_t>(keep[static_cast<std::size_t>(b)])]);
+    }
+  }
+
+  /// out[r0 .. r0 + n) rows <- log pi(sampled token) under `params`, no gradients.
+  void record_logps(const T* params, index_t r0, index_t n, std::vector<T>& out) {
+    TokenLogProbs<T> rec(rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
+                         make_view(out.data() + r0 * seq_, n, seq_));
+    net_.forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec);
+  }
+
+  /// The mean of each component of a reward::Weighted (or of the reward itself), and accuracy.
+  void score_components(const std::vector<std::string>& texts, const std::vector<data::Problem>& samples,
+                        GrpoStepStats& s) const {
+    auto mean_of = [&](const auto& r) {
+      double sum = 0;
+      for (std::size_t i = 0; i < texts.size(); ++i) sum += static_cast<double>(r.score(texts[i], samples[i]));
+      return texts.empty() ? 0.0 : sum / static_cast<double>(texts.size());
+    };
+    if constexpr (detail::WeightedTraits<Reward>::value) {
+      std::apply(
+          [&](const auto&... parts) {
+            (
+                [&](const auto& part) {
+                  using Part = std::remove_cvref_t<decltype(part)>;
+                  const double m = mean_of(part);
+                  s.components.push_back({Part::name, m});
+                  if constexpr (std::same_as<Part, reward::Accuracy>) s.accuracy = m;
+                }(parts),
+                ...);
+          },
+          reward_.rewards);
+    } else {
+      s.components.push_back({Reward::name, s.reward_mean});
+      if constexpr (std::same_as<Reward, reward::Accuracy>) s.accuracy = s.reward_mean;
+    }
+  }
+
+  Net& net_;
+  Opt opt_;
+  Sampler sampler_;
+  Reward reward_;
+  GrpoTrainerConfig cfg_;
+  std::vector<T> params_, reference_, grads_, state_;
+  std::int64_t step_ = 0, updates_ = 0;
+  index_t reserved_batch_ = 0, reserved_seq_ = 0;
+  // The current step's batch: [R, seq_] tokens, mask, logp_old, logp_ref; [R] advantages.
+  index_t seq_ = 0, completion_tokens_ = 0;
+  std::vector<std::int32_t> tokens_;
+  std::vector<std::uint8_t> mask_;
+  std::vector<T> logp_old_, logp_ref_, advantages_;
+};
+
+}  // namespace reason::rl
