@@ -26,7 +26,7 @@ std::uint64_t binomial(std::int64_t n, std::int64_t k) {
 
 }  // namespace
 
-TEST_CASE("pass_at_k equals 1 - C(n-c, k) / C(n, k) computed with exact binomials") {
+TEST_CASE("pass_at_k equals 1 - C(n-c k) / C(n k) computed with exact binomials") {
   CHECK(rl::pass_at_k(5, 2, 2) == doctest::Approx(0.7).epsilon(1e-15));     // 1 - 3/10
   CHECK(rl::pass_at_k(10, 3, 4) == doctest::Approx(1.0 - 35.0 / 210.0).epsilon(1e-15));
   CHECK(rl::pass_at_k(4, 0, 2) == 0.0);
@@ -51,7 +51,7 @@ TEST_CASE("pass_at_k with k = 1 is c / n and grows with k and with c") {
   for (std::int64_t c = 0; c + 1 <= 16 - 4; ++c) CHECK(rl::pass_at_k(16, c + 1, 4) > rl::pass_at_k(16, c, 4));
 }
 
-TEST_CASE("pass_at_k is unbiased: its mean over c ~ Binomial(n, p) is 1 - (1 - p)^k") {
+TEST_CASE("pass_at_k is unbiased: its mean over c ~ Binomial(n p) is 1 - (1 - p)^k") {
   // Exact expectation (sum over c): the defining property, which the plug-in estimator
   // 1 - (1 - c/n)^k lacks (checked too, so the comparison can tell them apart).
   const std::int64_t n = 20;
@@ -115,7 +115,7 @@ TEST_CASE("mean_pass_at_k and pass_at_k_of_groups average per problem") {
   CHECK(rl::mean_pass_at_k({}, 1) == 0.0);
 }
 
-TEST_CASE("pass_at_k rejects k > n, c > n and empty counts") {
+TEST_CASE("pass_at_k rejects k > n and c > n and empty counts") {
   CHECK_THROWS_AS((void)rl::pass_at_k(4, 1, 5), Error);
   CHECK_THROWS_AS((void)rl::pass_at_k(4, 5, 2), Error);
   CHECK_THROWS_AS((void)rl::pass_at_k(4, -1, 2), Error);

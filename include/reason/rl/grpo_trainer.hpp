@@ -172,9 +172,14 @@ struct WeightedTraits<reward::Weighted<W, Rs...>> : std::true_type {};
 
 /// A policy model the trainer can sample from and train: Transformer's interface.
 template <class N>
-concept GrpoPolicyModel = requires(N& net, const N& cnet, const typename N::T* p, typename N::T* g,
-                                   View<const std::int32_t, 2> tokens, TokenLogProbs<typename N::T>& rec) {
+concept GrpoPolicyModel = requires {
+  typename N::T;
   typename N::DecodeState;
+} && requires(N& net, const N& cnet, const typename N::T* p, typename N::T* g, View<const std::int32_t, 2> tokens,
+              TokenLogProbs<typename N::T>& rec, typename N::DecodeState& state, View<const std::int32_t, 1> feed,
+              View<typename N::T, 2> logits) {
+  { cnet.make_decode_state(index_t{1}, index_t{1}) } -> std::same_as<typename N::DecodeState>;
+  cnet.decode_step(p, feed, index_t{0}, state, logits);
   { cnet.config() } -> std::convertible_to<const model::Config&>;
   { cnet.num_params() } -> std::convertible_to<std::size_t>;
   { cnet.layout() } -> std::convertible_to<const ParamLayout&>;
@@ -185,11 +190,13 @@ concept GrpoPolicyModel = requires(N& net, const N& cnet, const typename N::T* p
 
 /// A GRPO-family loss: Grpo<GrpoConfig{...}>, whose Batch<T> is a forward_objective.
 template <class L, class T>
-concept GrpoLoss = requires(const typename L::template Batch<T>& b) {
+concept GrpoLoss = requires {
+  typename L::template Batch<T>;
   { L::config } -> std::convertible_to<GrpoConfig>;
-  requires std::constructible_from<typename L::template Batch<T>, const RolloutBatch<T>&, GrpoCoefficients>;
-  { b.stats() } -> std::same_as<PolicyStats>;
-};
+} && std::constructible_from<typename L::template Batch<T>, const RolloutBatch<T>&, GrpoCoefficients> &&
+    requires(const typename L::template Batch<T>& b) {
+      { b.stats() } -> std::same_as<PolicyStats>;
+    };
 
 template <class Net, class Opt, class Loss, class Sampler, class Reward>
 class GrpoTrainer {
@@ -210,7 +217,7 @@ class GrpoTrainer {
                 "(e.g. reward::Weighted<reward::Weights{0.8f, 0.2f}, reward::Accuracy, reward::Format>)");
 
  public:
-  using T = typename Net::T;
+  using T = typename detail::ParamType<Net>::type;  // Net::T (float when slot 1 is wrong, so one error shows)
   /// The questions of step s (prompts_per_step of them); a pure function of s, like train::BatchSource.
   using PromptSource = std::function<std::vector<data::Problem>(std::int64_t step)>;
 
