@@ -240,7 +240,7 @@ int main(int argc, char** argv) try {
       sc.formatted += parsed.has_value();
       sc.tokens += static_cast<double>(c.size());
       rows.push_back({{"question", p.question}, {"answer", p.answer}, {"difficulty", p.difficulty},
-                      {"completion", text}, {"correct", correct}});
+                      {"completion", io::utf8_sanitized(text)}, {"correct", correct}});
     }
   }
   io::write_jsonl(fs::path(o.out) / "eval.jsonl", rows);

@@ -127,6 +127,44 @@ inline std::vector<Json> read_jsonl(const std::filesystem::path& path) {
   return rows;
 }
 
+/// `text` with every byte that is not part of a valid UTF-8 sequence (RFC 3629: no overlongs,
+/// no surrogates, nothing above U+10FFFF) replaced by U+FFFD, so model output of arbitrary
+/// bytes can go into a JSON log. Valid text is returned unchanged.
+inline std::string utf8_sanitized(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    std::size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c < 0x80) len = 1;
+    else if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c >= 0xEE && c <= 0xEF) len = 3;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    bool ok = len > 0 && i + len <= n;
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      const unsigned char b = s[i + k];
+      ok = k == 1 ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
+    }
+    if (ok) {
+      out.append(text.substr(i, len));
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 /// One row as one line: compact JSON; invalid UTF-8 in a string is an error naming the row.
 inline std::string jsonl_line(const Json& row, std::string_view file, std::size_t index) {
   if (!row.is_object()) fail("JSONL '", file, "': row ", index, " is ", detail::json_kind(row), ", expected an object");
