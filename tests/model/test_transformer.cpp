@@ -215,3 +215,28 @@ TEST_CASE("A head on the final hidden states trains through hidden_grad") {
   INFO(check.describe());
   CHECK(check.ok);
 }
+
+TEST_CASE("Empty batches, skipped decode positions and reserve after forward are handled") {
+  using Net = TinyNet<precision::Fp32>;
+  Net net(tiny_config(1));
+  net.reserve(2, 4);
+  std::vector<float> params(net.num_params());
+  net.layout().initialize(std::span<float>(params), 3);
+  std::vector<std::int32_t> none;
+  CHECK_THROWS_WITH_AS(net.loss(params.data(), make_view(static_cast<const std::int32_t*>(none.data()), 0, 4),
+                                make_view(static_cast<const std::int32_t*>(none.data()), 0, 4)),
+                       doctest::Contains("expected at least one sequence"), Error);
+  std::vector<std::int32_t> tokens{1, 2, 3, 4}, targets{2, 3, 4, 5};
+  std::vector<float> grads(net.num_params());
+  net.forward(params.data(), grads.data(), make_view(static_cast<const std::int32_t*>(tokens.data()), 1, 4),
+              make_view(static_cast<const std::int32_t*>(targets.data()), 1, 4), 1.0f);
+  net.reserve(4, 8);  // may move the arena: the pending backward is gone, not read from freed memory
+  CHECK_THROWS_WITH_AS(net.backward(params.data(), grads.data()), doctest::Contains("no forward()"), Error);
+
+  auto st = net.make_decode_state(1, 8);
+  std::vector<float> logits(11);
+  const std::int32_t tok = 1;
+  net.decode_step(params.data(), make_view(&tok, 1), 0, st, make_view(logits.data(), 1, 11));
+  CHECK_THROWS_WITH_AS(net.decode_step(params.data(), make_view(&tok, 1), 2, st, make_view(logits.data(), 1, 11)),
+                       doctest::Contains("skips ahead"), Error);
+}

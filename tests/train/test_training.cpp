@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include "reason/attention/multi_head.hpp"
@@ -215,4 +216,44 @@ TEST_CASE("A checkpoint with another config is refused naming the field") {
                          Error);
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("A checkpoint with other optimizer settings is refused, and a bad file leaves the trainer as it was") {
+  const auto dir = temp_dir();
+  const auto path = dir / "ckpt.safetensors";
+  const auto tc = small_train(4, 1);
+  {
+    Net net(small_config());
+    train::Trainer<Net, optim::AdamW> t(net, optim::AdamW{}, tc);
+    t.run_step(counting_source(1, tc, 16));
+    train::save_checkpoint(path, t);
+  }
+  Net net(small_config());
+  train::Trainer<Net, optim::AdamW> t(net, optim::AdamW{.config = {.weight_decay = 0.2}}, tc);
+  CHECK_THROWS_WITH_AS(train::load_checkpoint(path, t),
+                       doctest::Contains("optimizer setting 'weight_decay' is 0.1, expected 0.2"), Error);
+
+  // Drop the last tensor of the file: loading fails and nothing was overwritten.
+  const auto file = io::SafetensorsFile::open(path);
+  std::vector<io::SafetensorsEntry> entries;
+  for (const auto& info : file.tensors())
+    if (&info != &file.tensors().back()) entries.push_back({info.name, info.dtype, info.shape, file.bytes(info)});
+  io::write_safetensors(dir / "short.safetensors", entries, file.metadata());
+  train::Trainer<Net, optim::AdamW> fresh(net, optim::AdamW{}, tc);
+  const std::vector<float> before(fresh.params().begin(), fresh.params().end());
+  CHECK_THROWS_AS(train::load_checkpoint(dir / "short.safetensors", fresh), Error);
+  CHECK(std::memcmp(before.data(), fresh.params().data(), fresh.params().size_bytes()) == 0);
+  CHECK(fresh.step() == 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("A non-finite gradient stops the step with an error and leaves the parameters unchanged") {
+  Net net(small_config());
+  const auto tc = small_train(4, 1);
+  train::Trainer<Net, optim::AdamW> t(net, optim::AdamW{}, tc);
+  t.params()[net.layout().find("lm_head.weight").offset] = std::numeric_limits<float>::infinity();
+  const std::vector<float> before(t.params().begin(), t.params().end());
+  CHECK_THROWS_WITH_AS(t.run_step(counting_source(1, tc, 16)), doctest::Contains("the parameters were left unchanged"),
+                       Error);
+  CHECK(std::memcmp(before.data(), t.params().data(), t.params().size_bytes()) == 0);
 }

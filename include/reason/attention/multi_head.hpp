@@ -77,6 +77,8 @@ struct MultiHead {
     /// y [N, C] = attention(x [N, C]) for N = B T rows in batch-major order; pos [N] the positions.
     void forward(const T* params, index_t batch, View<const T, 2> x, View<const std::int32_t, 1> pos, const Saved& s,
                  View<T, 2> y) const {
+      REASON_CHECK(batch > 0 && x.size(0) % batch == 0, "attention forward: ", x.size(0), " rows do not split into ",
+                   batch, " sequences");
       const index_t seq = x.size(0) / batch;
       qkv_.forward(params, x, s.qkv);
       kernels::rope_forward<T>(rope_, pos, heads_view(s.qkv, 0, heads_));
@@ -90,6 +92,8 @@ struct MultiHead {
     /// dx [N, C] (overwrite) from dy [N, C]; parameter gradients accumulate into grads.
     void backward(const T* params, T* grads, index_t batch, View<const T, 2> x, View<const std::int32_t, 1> pos,
                   const Saved& s, const Scratch& scratch, View<const T, 2> dy, View<T, 2> dx) const {
+      REASON_CHECK(batch > 0 && x.size(0) % batch == 0, "attention backward: ", x.size(0), " rows do not split into ",
+                   batch, " sequences");
       const index_t seq = x.size(0) / batch;
       o_.backward(params, grads, s.ctx, dy, scratch.dctx);
       kernels::attention_backward<T>(split4(s.qkv, batch, seq, 0, heads_), split4(s.qkv, batch, seq, heads_, kv_heads_),

@@ -8,6 +8,11 @@
 #pragma once
 
 #include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -21,8 +26,18 @@ namespace reason {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads) : threads_(std::max(1, threads)) {
-    for (int t = 1; t < threads_; ++t) workers_.emplace_back([this, t] { worker(t); });
+  explicit ThreadPool(int threads) {
+    const int wanted = std::max(1, threads);
+    // A thread that cannot be started (limits in a container, memory) leaves a smaller pool
+    // rather than a half-built one whose started workers would never be joined.
+    for (int t = 1; t < wanted; ++t) {
+      try {
+        workers_.emplace_back([this, t] { worker(t); });
+      } catch (const std::system_error&) {
+        break;
+      }
+    }
+    threads_ = static_cast<int>(workers_.size()) + 1;
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -77,12 +92,20 @@ class ThreadPool {
     return pool;
   }
 
+  /// REASON_NUM_THREADS if set (a positive integer, at most 4x the hardware threads), else the
+  /// hardware threads. A malformed value is an error, not silently ignored.
   static int default_threads() {
-    if (const char* env = std::getenv("REASON_NUM_THREADS")) {
-      const int n = std::atoi(env);
-      if (n > 0) return n;
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (const char* env = std::getenv("REASON_NUM_THREADS"); env && *env) {
+      int n = 0;
+      const char* end = env + std::strlen(env);
+      auto [p, ec] = std::from_chars(env, end, n);
+      if (ec != std::errc{} || p != end || n < 1) {
+        throw std::invalid_argument(std::string("REASON_NUM_THREADS='") + env + "': expected a positive integer");
+      }
+      return std::min(n, 4 * hardware);
     }
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return hardware;
   }
 
  private:
@@ -119,7 +142,7 @@ class ThreadPool {
     }
   }
 
-  int threads_;
+  int threads_ = 1;
   std::vector<std::thread> workers_;
   std::mutex job_mu_, mu_;
   std::condition_variable wake_, done_;

@@ -47,8 +47,11 @@ concept AttentionPolicy = std::constructible_from<typename A::template Module<fl
   typename A::template Module<float, linear::Dense>::Scratch;
   typename A::template Module<float, linear::Dense>::Cache;
   { m.carve(arena, index_t{}, index_t{}) } -> std::same_as<typename A::template Module<float, linear::Dense>::Saved>;
+  { m.carve_scratch(arena, index_t{}, index_t{}) } -> std::same_as<typename A::template Module<float, linear::Dense>::Scratch>;
   m.forward(p, index_t{}, x, pos, m.carve(arena, index_t{}, index_t{}), y);
+  m.backward(p, g, index_t{}, x, pos, m.carve(arena, index_t{}, index_t{}), m.carve_scratch(arena, index_t{}, index_t{}), x, y);
   { m.cache_elems_per_token() } -> std::convertible_to<index_t>;
+  { m.decode_scratch_elems(index_t{}) } -> std::convertible_to<index_t>;
   m.decode(p, x, index_t{}, m.cache_at(mem, index_t{}, index_t{}), mem, y);
 };
 
@@ -58,6 +61,8 @@ concept FfnPolicy = std::constructible_from<typename F::template Module<float, l
                              const float* p, float* g, View<const float, 2> x, View<float, 2> y) {
   typename F::template Module<float, linear::Dense>::Saved;
   typename F::template Module<float, linear::Dense>::Scratch;
+  { m.carve(arena, index_t{}) } -> std::same_as<typename F::template Module<float, linear::Dense>::Saved>;
+  { m.carve_scratch(arena, index_t{}) } -> std::same_as<typename F::template Module<float, linear::Dense>::Scratch>;
   m.forward(p, x, m.carve(arena, index_t{}), y);
   m.backward(p, g, x, m.carve(arena, index_t{}), m.carve_scratch(arena, index_t{}), x, y);
 };

@@ -60,6 +60,8 @@ class Transformer {
                 "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Norm must be a norm policy (e.g. norm::RMSNorm)");
   static_assert(LinearPolicy<Linear>,
                 "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Linear must be a linear-layer policy (e.g. linear::Dense)");
+  static_assert(!requires { Attn::shape; } || Attn::shape.causal,
+                "model::Transformer: a decoder-only language model needs causal attention (Shape{.causal = true})");
   static_assert(precision::PrecisionPolicy<Precision>,
                 "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Precision must be a precision policy "
                 "(precision::Fp32 or precision::Fp64)");
@@ -101,6 +103,8 @@ class Transformer {
                  ", seq = ", seq, "; expected batch > 0 and 0 < seq <= max_seq_len = ", config_.max_seq_len);
     Arena measure;
     (void)carve(measure, batch, seq);
+    pending_backward_ = false;  // the buffer may move: earlier activation views are invalid now
+    acts_ = {};
     arena_.reserve(measure.peak());
   }
   [[nodiscard]] std::size_t activation_bytes() const { return arena_.capacity(); }
@@ -201,6 +205,7 @@ class Transformer {
    private:
     friend class Transformer;
     index_t batch_ = 0, max_seq_ = 0;
+    index_t next_pos_ = 0;  // positions are fed in order; pos <= next_pos_ rewinds (rewrites the cache from there)
     std::size_t cache_elems_ = 0;
     std::vector<T> memory_;
     std::vector<typename Attn::template Module<T, Linear>::Cache> caches_;
@@ -245,6 +250,12 @@ class Transformer {
     expect_shape(tokens, "decode_step: tokens", {st.batch_});
     expect_shape(logits, "decode_step: logits", {st.batch_, config_.vocab_size});
     REASON_CHECK(pos >= 0 && pos < st.max_seq_, "decode_step: position ", pos, " outside [0, ", st.max_seq_, ")");
+    REASON_CHECK(pos <= st.next_pos_, "decode_step: position ", pos, " skips ahead of the next position ", st.next_pos_,
+                 " (positions before it were never fed; the cache has no keys there)");
+    REASON_CHECK(static_cast<index_t>(st.caches_.size()) == config_.num_layers && st.x_.size(1) == config_.hidden_size,
+                 "decode_step: the DecodeState was made by a model of another shape (", st.caches_.size(), " layers, width ",
+                 st.x_.size(1), "; this model: ", config_.num_layers, ", ", config_.hidden_size, ")");
+    st.next_pos_ = pos + 1;
     const index_t c = config_.hidden_size;
     kernels::embedding_forward<T>(tokens, matrix_at(params, embed_, config_.vocab_size, c), st.x_);
     for (index_t l = 0; l < config_.num_layers; ++l) {
@@ -334,6 +345,8 @@ class Transformer {
   /// Embedding, blocks and final norm for tokens [B, T]: fills the activations up to final_h.
   void run_trunk(const T* params, View<const std::int32_t, 2> tokens) {
     const index_t batch = tokens.size(0), seq = tokens.size(1), n = batch * seq, c = config_.hidden_size;
+    REASON_CHECK(batch > 0 && seq > 0, "Transformer: tokens: shape ", shape_string(tokens.shape),
+                 ", expected at least one sequence of at least one token");
     REASON_CHECK(tokens.is_contiguous(), "Transformer: tokens must be contiguous [B, T]");
     REASON_CHECK(seq <= config_.max_seq_len, "Transformer: sequence length ", seq, " exceeds max_seq_len = ", config_.max_seq_len);
     REASON_CHECK(arena_.capacity() > 0, "Transformer: call reserve(batch, seq) before the first forward");

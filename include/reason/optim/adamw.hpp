@@ -10,8 +10,11 @@
 #pragma once
 
 #include <array>
+#include <map>
+#include <string>
 #include <span>
 
+#include "reason/core/error.hpp"
 #include "reason/core/param_layout.hpp"
 #include "reason/kernels/adamw.hpp"
 
@@ -30,11 +33,19 @@ struct AdamW {
 
   Config config;
 
+  /// The numbers, for checkpoints (a resume with other numbers is refused).
+  [[nodiscard]] std::map<std::string, double> settings() const {
+    return {{"beta1", config.beta1}, {"beta2", config.beta2}, {"eps", config.eps}, {"weight_decay", config.weight_decay}};
+  }
+
   /// One update of every tensor in `layout`; `state` holds state_slots * layout.size() values.
   template <class T>
   void step(const ParamLayout& layout, std::span<T> params, std::span<const T> grads, std::span<T> state, double lr,
             std::int64_t t) const {
     const std::size_t n = layout.size();
+    REASON_CHECK(params.size() == n && grads.size() == n && state.size() == state_slots * n, "AdamW::step: params ",
+                 params.size(), ", grads ", grads.size(), ", state ", state.size(), " elements; expected ", n, ", ", n,
+                 " and ", state_slots * n, " for this layout");
     for (const ParamInfo& p : layout.params()) {
       kernels::adamw_update<T>(params.subspan(p.offset, p.numel), grads.subspan(p.offset, p.numel),
                                state.subspan(p.offset, p.numel), state.subspan(n + p.offset, p.numel), lr, config.beta1,

@@ -7,8 +7,11 @@
 #pragma once
 
 #include <array>
+#include <map>
+#include <string>
 #include <span>
 
+#include "reason/core/error.hpp"
 #include "reason/core/param_layout.hpp"
 #include "reason/kernels/sgd.hpp"
 
@@ -26,9 +29,18 @@ struct SgdMomentum {
 
   Config config;
 
+  /// The numbers, for checkpoints (a resume with other numbers is refused).
+  [[nodiscard]] std::map<std::string, double> settings() const {
+    return {{"momentum", config.momentum}, {"weight_decay", config.weight_decay}, {"nesterov", config.nesterov ? 1.0 : 0.0}};
+  }
+
   template <class T>
   void step(const ParamLayout& layout, std::span<T> params, std::span<const T> grads, std::span<T> state, double lr,
             std::int64_t /*t*/) const {
+    const std::size_t n = layout.size();
+    REASON_CHECK(params.size() == n && grads.size() == n && state.size() == state_slots * n, "SgdMomentum::step: params ",
+                 params.size(), ", grads ", grads.size(), ", state ", state.size(), " elements; expected ", n, ", ", n,
+                 " and ", state_slots * n, " for this layout");
     for (const ParamInfo& p : layout.params()) {
       kernels::sgd_momentum_update<T>(params.subspan(p.offset, p.numel), grads.subspan(p.offset, p.numel),
                                       state.subspan(p.offset, p.numel), lr, config.momentum,

@@ -18,6 +18,7 @@
 #include <charconv>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "reason/core/dtype.hpp"
@@ -69,13 +70,14 @@ template <class Net, class Opt>
 void save_checkpoint(const std::filesystem::path& path, const Trainer<Net, Opt>& trainer,
                      const io::SafetensorsMetadata& extra = {}) {
   using T = typename Trainer<Net, Opt>::T;
-  Net& net = const_cast<Trainer<Net, Opt>&>(trainer).net();
+  Net& net = trainer.net();
   const ParamLayout& layout = net.layout();
   io::SafetensorsMetadata meta;
   for (const auto& [k, v] : net.config().to_metadata(Net::head_dim)) meta[k] = v;
   for (const auto& [k, v] : detail::train_metadata(trainer.config())) meta[k] = v;
   meta["format"] = checkpoint_format;
   meta["optimizer"] = Opt::name;
+  for (const auto& [k, v] : trainer.optimizer().settings()) meta["optimizer." + k] = detail::exact(v);
   meta["train.step"] = std::to_string(trainer.step());
   meta["train.micro"] = std::to_string(trainer.micro());
   meta["train.loss_sum"] = detail::exact(trainer.partial_loss_sum());
@@ -122,27 +124,45 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Train
   }
   const std::string& opt = detail::meta_get(meta, "optimizer", fname);
   REASON_CHECK(opt == Opt::name, "checkpoint '", fname, "': optimizer '", opt, "', expected '", Opt::name, "'");
+  for (const auto& [k, v] : trainer.optimizer().settings()) {
+    const std::string& got = detail::meta_get(meta, "optimizer." + k, fname);
+    REASON_CHECK(got == detail::exact(v), "checkpoint '", fname, "': optimizer setting '", k, "' is ", got,
+                 ", expected ", detail::exact(v));
+  }
 
   const auto step = detail::meta_number<std::int64_t>(meta, "train.step", fname);
   const auto micro = detail::meta_number<int>(meta, "train.micro", fname);
   const auto loss_sum = detail::meta_number<double>(meta, "train.loss_sum", fname);
   const auto loss_count = detail::meta_number<index_t>(meta, "train.loss_count", fname);
 
+  REASON_CHECK(step >= 0 && step <= trainer.config().total_steps && micro >= 0 &&
+                   micro < trainer.config().micro_batches && loss_count >= 0,
+               "checkpoint '", fname, "': position step ", step, ", micro-batch ", micro, ", loss count ", loss_count,
+               " is outside this run (", trainer.config().total_steps, " steps of ", trainer.config().micro_batches,
+               " micro-batches)");
   const ParamLayout& layout = net.layout();
   const std::size_t n = layout.size();
-  auto read = [&](const std::string& name, std::span<T> flat, const ParamInfo& p) {
-    file.expect(name, dtype_of<T>, std::span<const std::int64_t>(p.shape));
-    file.read_into<T>(name, flat.subspan(p.offset, p.numel));
-  };
-  for (const ParamInfo& p : layout.params()) read(p.name, trainer.params(), p);
+  // Check every tensor first, copy after: a bad file leaves the trainer as it was.
+  std::vector<std::pair<std::string, std::size_t>> reads;  // tensor name, offset into [params | state | grads]
+  for (const ParamInfo& p : layout.params()) reads.emplace_back(p.name, p.offset);
   for (int s = 0; s < Opt::state_slots; ++s)
     for (const ParamInfo& p : layout.params())
-      read(std::string("optim.") + Opt::slot_names[s] + "." + p.name, trainer.optimizer_state().subspan(s * n, n), p);
-  if (micro > 0) {
-    for (const ParamInfo& p : layout.params()) read("grad." + p.name, trainer.grads(), p);
-  } else {
-    std::fill(trainer.grads().begin(), trainer.grads().end(), T(0));
+      reads.emplace_back(std::string("optim.") + Opt::slot_names[s] + "." + p.name, n + s * n + p.offset);
+  if (micro > 0)
+    for (const ParamInfo& p : layout.params()) reads.emplace_back("grad." + p.name, n + Opt::state_slots * n + p.offset);
+  for (std::size_t i = 0; i < reads.size(); ++i) {
+    const ParamInfo& p = layout.params()[i % layout.params().size()];
+    file.expect(reads[i].first, dtype_of<T>, std::span<const std::int64_t>(p.shape));
   }
+  for (std::size_t i = 0; i < reads.size(); ++i) {
+    const ParamInfo& p = layout.params()[i % layout.params().size()];
+    const std::size_t at = reads[i].second;
+    std::span<T> dest = at < n                              ? trainer.params().subspan(at, p.numel)
+                        : at < n + Opt::state_slots * n ? trainer.optimizer_state().subspan(at - n, p.numel)
+                                                            : trainer.grads().subspan(at - n - Opt::state_slots * n, p.numel);
+    file.read_into<T>(reads[i].first, dest);
+  }
+  if (micro == 0) std::fill(trainer.grads().begin(), trainer.grads().end(), T(0));
   trainer.set_position(step, micro, loss_sum, loss_count);
   return meta;
 }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -72,7 +73,7 @@ class Trainer {
   }
 
   [[nodiscard]] const TrainConfig& config() const { return cfg_; }
-  [[nodiscard]] Net& net() { return net_; }
+  [[nodiscard]] Net& net() const { return net_; }
   [[nodiscard]] const Opt& optimizer() const { return opt_; }
   [[nodiscard]] std::span<T> params() { return params_; }
   [[nodiscard]] std::span<const T> params() const { return params_; }
@@ -119,6 +120,8 @@ class Trainer {
     s.tokens = loss_count_;
     s.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : 0.0;
     s.grad_norm = clip_grad_norm<T>(std::span<T>(grads_), cfg_.max_grad_norm);
+    REASON_CHECK(std::isfinite(s.grad_norm), "Trainer: step ", step_, ": the gradient norm is ", s.grad_norm,
+                 " (loss ", s.loss, "); the parameters were left unchanged");
     s.lr = cfg_.schedule.lr(step_);
     opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr, step_ + 1);
     ++step_;
