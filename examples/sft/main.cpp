@@ -8,8 +8,9 @@
 // accuracy is reported per difficulty level.
 //
 // Outputs in --out: metrics.jsonl (one line per step, then one per level of the evaluation),
-// heldout.jsonl (the evaluation problems), checkpoint.safetensors (resume with --resume),
-// model.safetensors (weights only), eval.jsonl (every held-out completion).
+// heldout.jsonl (the evaluation problems), checkpoint.safetensors (resume with --resume; its
+// tensors under their layout names are also the trained weights), eval.jsonl (every held-out
+// completion).
 // Ctrl-C stops after the current micro-batch and writes a checkpoint to resume from.
 #include <CLI/CLI.hpp>
 
@@ -161,11 +162,17 @@ int main(int argc, char** argv) try {
   };
 
   const fs::path ckpt = fs::path(o.out) / "checkpoint.safetensors";
-  const io::SafetensorsMetadata extra{{"example", "sft"}};
+  // The held-out set decides which problems training avoids: part of the run's identity.
+  const io::SafetensorsMetadata extra{{"example", "sft"},
+                                      {"data.eval_per_level", std::to_string(o.eval_per_level)},
+                                      {"data.eval_jsonl", o.eval_jsonl}};
   if (!o.resume.empty()) {
     const auto meta = train::load_checkpoint(o.resume, trainer);
-    REASON_CHECK(meta.count("example") && meta.at("example") == "sft", "sft: '", o.resume,
-                 "' is not a checkpoint of this example");
+    for (const auto& [key, value] : extra) {
+      const auto it = meta.find(key);
+      REASON_CHECK(it != meta.end() && it->second == value, "sft: '", o.resume, "' was written with ", key, " = '",
+                   it == meta.end() ? std::string("(missing)") : it->second, "', this run has '", value, "'");
+    }
     std::printf("resumed from %s at step %lld (micro-batch %d)\n", o.resume.c_str(),
                 static_cast<long long>(trainer.step()), trainer.micro());
   }

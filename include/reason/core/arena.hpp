@@ -40,7 +40,7 @@ class Arena {
   [[nodiscard]] bool measuring() const { return measuring_; }
   [[nodiscard]] std::size_t capacity() const { return capacity_; }
   [[nodiscard]] std::size_t used() const { return used_; }
-  /// Largest `used()` seen since the last reserve/reset: in measuring mode, the size to reserve.
+  /// Largest `used()` seen since the last reserve() (reset() keeps it): in measuring mode, the size to reserve.
   [[nodiscard]] std::size_t peak() const { return peak_; }
 
   /// `count` elements of T, aligned; `what` names the piece in the error when it does not fit.
