@@ -40,6 +40,7 @@ struct Config {
     positive("num_kv_heads", num_kv_heads);
     positive("intermediate_size", intermediate_size);
     positive("max_seq_len", max_seq_len);
+    REASON_CHECK(vocab_size <= 2147483647, "model::Config: vocab_size = ", vocab_size, " does not fit the int32 token ids");
     REASON_CHECK(num_heads % num_kv_heads == 0, "model::Config: num_heads = ", num_heads,
                  " is not a multiple of num_kv_heads = ", num_kv_heads);
     REASON_CHECK(head_dim > 0 && head_dim % 2 == 0, "model::Config: head_dim = ", head_dim, ", expected even and > 0");
