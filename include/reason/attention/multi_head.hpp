@@ -126,8 +126,8 @@ struct MultiHead {
       auto qkv = make_view(scratch, batch, qkv_width());
       auto ctx = make_view(scratch + batch * qkv_width(), batch, heads_ * D);
       qkv_.forward(params, x, qkv);
-      std::vector<std::int32_t> positions(static_cast<std::size_t>(batch), static_cast<std::int32_t>(pos));
-      const View<const std::int32_t, 1> pv = make_view(static_cast<const std::int32_t*>(positions.data()), batch);
+      const auto pos32 = static_cast<std::int32_t>(pos);
+      const View<const std::int32_t, 1> pv(&pos32, {batch}, {0});  // every row at `pos`: a stride-0 view
       kernels::rope_forward<T>(rope_, pv, heads_view(qkv, 0, heads_));
       kernels::rope_forward<T>(rope_, pv, heads_view(qkv, heads_, kv_heads_));
       for (index_t b = 0; b < batch; ++b)
