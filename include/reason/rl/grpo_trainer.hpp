@@ -33,10 +33,11 @@
 // and logp_ref are recorded with the same micro-batches as the training passes, so on the first
 // pass the ratio pi_theta / pi_old is exactly 1 (identical GEMM shapes, identical kernels).
 //
-// Not here: saving and restoring a run. Every bit of its state is exposed (params(),
-// reference_params(), optimizer_state(), step(), updates(), set_position()), but writing it needs
-// io/safetensors.hpp, which belongs to the reason::io component (nlohmann-json); a checkpoint
-// header beside train/checkpoint.hpp is where it would go.
+// Saving and restoring a run is rl/grpo_checkpoint.hpp (rl::save_checkpoint, rl::load_checkpoint),
+// kept apart because it needs io/safetensors.hpp, which belongs to the reason::io component
+// (nlohmann-json). Every bit of the state is exposed for it (params(), reference_params(),
+// optimizer_state(), step(), updates(), set_position(); the numbers in config() and optimizer()),
+// and a resume from it is bit-identical to never stopping.
 #pragma once
 
 #include <algorithm>
@@ -239,7 +240,8 @@ class GrpoTrainer {
   }
 
   [[nodiscard]] const GrpoTrainerConfig& config() const { return cfg_; }
-  [[nodiscard]] Net& net() { return net_; }
+  [[nodiscard]] Net& net() const { return net_; }
+  [[nodiscard]] const Opt& optimizer() const { return opt_; }
   [[nodiscard]] const Sampler& sampler() const { return sampler_; }
   [[nodiscard]] const Reward& reward() const { return reward_; }
   [[nodiscard]] std::span<T> params() { return params_; }

@@ -12,11 +12,19 @@
 // Data and randomness are counter-based — batches are a pure function of (seed, step, micro),
 // parameter init of (seed, tensor) — so the position *is* the data-sampler and RNG state.
 // A file is written whole or not at all (temp file + rename); a checkpoint whose config
-// differs from the run's is refused with the field that differs.
+// differs from the run's is refused with the field that differs, and every tensor is checked
+// (name, dtype, shape) before any is copied, so a refused file leaves the trainer as it was.
+//
+// load_params reads only the parameters, from any file laid out this way — this one, a GRPO
+// checkpoint (rl/grpo_checkpoint.hpp, which shares the layout and the helpers below) or a plain
+// weights file carrying the model config — so any stage (SFT, RL, evaluation, inference) can start
+// from any earlier stage's checkpoint.
 #pragma once
 
 #include <charconv>
 #include <filesystem>
+#include <map>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +58,75 @@ N meta_number(const io::SafetensorsMetadata& m, const std::string& key, const st
   return v;
 }
 
+/// The model config under Hugging Face names: read from the file and compared field by field.
+template <class Net>
+void expect_model_config(const io::SafetensorsMetadata& meta, const Net& net, const std::string& file) {
+  const std::map<std::string, std::string> model_meta(meta.begin(), meta.end());
+  const model::Config saved = model::Config::from_metadata(model_meta, Net::head_dim);
+  net.config().expect_same(saved, ("checkpoint '" + file + "'").c_str());
+}
+
+/// The optimizer's name and settings ("optimizer", "optimizer.<setting>"), and their check.
+template <class Opt>
+void put_optimizer(io::SafetensorsMetadata& meta, const Opt& opt) {
+  meta["optimizer"] = Opt::name;
+  for (const auto& [k, v] : opt.settings()) meta["optimizer." + k] = exact(v);
+}
+template <class Opt>
+void expect_optimizer(const io::SafetensorsMetadata& meta, const Opt& opt, const std::string& file) {
+  const std::string& name = meta_get(meta, "optimizer", file);
+  REASON_CHECK(name == Opt::name, "checkpoint '", file, "': optimizer '", name, "', expected '", Opt::name, "'");
+  for (const auto& [k, v] : opt.settings()) {
+    const std::string& got = meta_get(meta, "optimizer." + k, file);
+    REASON_CHECK(got == exact(v), "checkpoint '", file, "': optimizer setting '", k, "' is ", got, ", expected ",
+                 exact(v));
+  }
+}
+
+/// Every `expected` key must be in `meta` with the same value; `what` names the group in the error.
+inline void expect_fields(const io::SafetensorsMetadata& meta, const io::SafetensorsMetadata& expected,
+                          const char* what, const std::string& file) {
+  for (const auto& [k, v] : expected) {
+    const std::string& got = meta_get(meta, k, file);
+    REASON_CHECK(got == v, "checkpoint '", file, "': ", what, " field '", k, "' is ", got, ", expected ", v);
+  }
+}
+
+/// Adds the caller's metadata; a key the trainer already wrote is an error.
+inline void put_extra(io::SafetensorsMetadata& meta, const io::SafetensorsMetadata& extra) {
+  for (const auto& [k, v] : extra) {
+    REASON_CHECK(!meta.contains(k), "save_checkpoint: extra metadata key '", k, "' collides with the trainer's own");
+    meta[k] = v;
+  }
+}
+
+/// One tensor per parameter of `layout`, named prefix + parameter name, viewing `flat` (laid out by `layout`).
+template <class T>
+void add_entries(std::vector<io::SafetensorsEntry>& entries, const std::string& prefix, const ParamLayout& layout,
+                 std::span<const T> flat) {
+  for (const ParamInfo& p : layout.params())
+    entries.push_back(io::safetensors_entry<T>(prefix + p.name, flat.subspan(p.offset, p.numel), p.shape));
+}
+
+/// A tensor a loader restores: its name in the file, its parameter (shape), and where it goes.
+template <class T>
+struct TensorRead {
+  std::string name;
+  const ParamInfo* param = nullptr;
+  std::span<T> dest;
+};
+template <class T>
+void add_reads(std::vector<TensorRead<T>>& reads, const std::string& prefix, const ParamLayout& layout,
+               std::span<T> flat) {
+  for (const ParamInfo& p : layout.params()) reads.push_back({prefix + p.name, &p, flat.subspan(p.offset, p.numel)});
+}
+/// Checks every tensor's presence, dtype and shape first, copies after: a bad file changes nothing.
+template <class T>
+void read_checked(const io::SafetensorsFile& file, const std::vector<TensorRead<T>>& reads) {
+  for (const TensorRead<T>& r : reads) file.expect(r.name, dtype_of<T>, std::span<const std::int64_t>(r.param->shape));
+  for (const TensorRead<T>& r : reads) file.read_into<T>(r.name, r.dest);
+}
+
 /// The training config as metadata (what must match for a resume to continue the same run).
 inline io::SafetensorsMetadata train_metadata(const TrainConfig& c) {
   return {{"train.total_steps", std::to_string(c.total_steps)},
@@ -76,28 +153,20 @@ void save_checkpoint(const std::filesystem::path& path, const Trainer<Net, Opt>&
   for (const auto& [k, v] : net.config().to_metadata(Net::head_dim)) meta[k] = v;
   for (const auto& [k, v] : detail::train_metadata(trainer.config())) meta[k] = v;
   meta["format"] = checkpoint_format;
-  meta["optimizer"] = Opt::name;
-  for (const auto& [k, v] : trainer.optimizer().settings()) meta["optimizer." + k] = detail::exact(v);
+  detail::put_optimizer(meta, trainer.optimizer());
   meta["train.step"] = std::to_string(trainer.step());
   meta["train.micro"] = std::to_string(trainer.micro());
   meta["train.loss_sum"] = detail::exact(trainer.partial_loss_sum());
   meta["train.loss_count"] = std::to_string(trainer.partial_loss_count());
-  for (const auto& [k, v] : extra) {
-    REASON_CHECK(!meta.contains(k), "save_checkpoint: extra metadata key '", k, "' collides with the trainer's own");
-    meta[k] = v;
-  }
+  detail::put_extra(meta, extra);
 
   std::vector<io::SafetensorsEntry> entries;
-  auto add = [&](std::string name, std::span<const T> flat, const ParamInfo& p) {
-    entries.push_back(io::safetensors_entry<T>(std::move(name), flat.subspan(p.offset, p.numel), p.shape));
-  };
   const std::size_t n = layout.size();
-  for (const ParamInfo& p : layout.params()) add(p.name, trainer.params(), p);
+  detail::add_entries<T>(entries, "", layout, trainer.params());
   for (int s = 0; s < Opt::state_slots; ++s)
-    for (const ParamInfo& p : layout.params())
-      add(std::string("optim.") + Opt::slot_names[s] + "." + p.name, trainer.optimizer_state().subspan(s * n, n), p);
-  if (trainer.micro() > 0)
-    for (const ParamInfo& p : layout.params()) add("grad." + p.name, trainer.grads(), p);
+    detail::add_entries<T>(entries, std::string("optim.") + Opt::slot_names[s] + ".", layout,
+                           trainer.optimizer_state().subspan(s * n, n));
+  if (trainer.micro() > 0) detail::add_entries<T>(entries, "grad.", layout, trainer.grads());
   io::write_safetensors(path, entries, meta);
 }
 
@@ -115,20 +184,9 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Train
                checkpoint_format, "'");
 
   Net& net = trainer.net();
-  std::map<std::string, std::string> model_meta(meta.begin(), meta.end());
-  const model::Config saved = model::Config::from_metadata(model_meta, Net::head_dim);
-  net.config().expect_same(saved, ("checkpoint '" + fname + "'").c_str());
-  for (const auto& [k, v] : detail::train_metadata(trainer.config())) {
-    const std::string& got = detail::meta_get(meta, k, fname);
-    REASON_CHECK(got == v, "checkpoint '", fname, "': training config field '", k, "' is ", got, ", expected ", v);
-  }
-  const std::string& opt = detail::meta_get(meta, "optimizer", fname);
-  REASON_CHECK(opt == Opt::name, "checkpoint '", fname, "': optimizer '", opt, "', expected '", Opt::name, "'");
-  for (const auto& [k, v] : trainer.optimizer().settings()) {
-    const std::string& got = detail::meta_get(meta, "optimizer." + k, fname);
-    REASON_CHECK(got == detail::exact(v), "checkpoint '", fname, "': optimizer setting '", k, "' is ", got,
-                 ", expected ", detail::exact(v));
-  }
+  detail::expect_model_config(meta, net, fname);
+  detail::expect_fields(meta, detail::train_metadata(trainer.config()), "training config", fname);
+  detail::expect_optimizer(meta, trainer.optimizer(), fname);
 
   const auto step = detail::meta_number<std::int64_t>(meta, "train.step", fname);
   const auto micro = detail::meta_number<int>(meta, "train.micro", fname);
@@ -142,29 +200,38 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Train
                " micro-batches)");
   const ParamLayout& layout = net.layout();
   const std::size_t n = layout.size();
-  // Check every tensor first, copy after: a bad file leaves the trainer as it was.
-  std::vector<std::pair<std::string, std::size_t>> reads;  // tensor name, offset into [params | state | grads]
-  for (const ParamInfo& p : layout.params()) reads.emplace_back(p.name, p.offset);
+  std::vector<detail::TensorRead<T>> reads;
+  detail::add_reads<T>(reads, "", layout, trainer.params());
   for (int s = 0; s < Opt::state_slots; ++s)
-    for (const ParamInfo& p : layout.params())
-      reads.emplace_back(std::string("optim.") + Opt::slot_names[s] + "." + p.name, n + s * n + p.offset);
-  if (micro > 0)
-    for (const ParamInfo& p : layout.params()) reads.emplace_back("grad." + p.name, n + Opt::state_slots * n + p.offset);
-  for (std::size_t i = 0; i < reads.size(); ++i) {
-    const ParamInfo& p = layout.params()[i % layout.params().size()];
-    file.expect(reads[i].first, dtype_of<T>, std::span<const std::int64_t>(p.shape));
-  }
-  for (std::size_t i = 0; i < reads.size(); ++i) {
-    const ParamInfo& p = layout.params()[i % layout.params().size()];
-    const std::size_t at = reads[i].second;
-    std::span<T> dest = at < n                              ? trainer.params().subspan(at, p.numel)
-                        : at < n + Opt::state_slots * n ? trainer.optimizer_state().subspan(at - n, p.numel)
-                                                            : trainer.grads().subspan(at - n - Opt::state_slots * n, p.numel);
-    file.read_into<T>(reads[i].first, dest);
-  }
+    detail::add_reads<T>(reads, std::string("optim.") + Opt::slot_names[s] + ".", layout,
+                         trainer.optimizer_state().subspan(s * n, n));
+  if (micro > 0) detail::add_reads<T>(reads, "grad.", layout, trainer.grads());
+  detail::read_checked(file, reads);
   if (micro == 0) std::fill(trainer.grads().begin(), trainer.grads().end(), T(0));
   trainer.set_position(step, micro, loss_sum, loss_count);
   return meta;
+}
+
+/// Reads only the parameters from `path` into `params` (laid out by `net.layout()`): from an SFT
+/// checkpoint (save_checkpoint above), a GRPO checkpoint (rl::save_checkpoint) or any weights file
+/// with the model config in its metadata and each parameter under its layout name; other tensors
+/// (optimizer state, the GRPO reference) are ignored. The file's model config must equal the
+/// net's (the first field that differs is named) and every parameter tensor is checked before any
+/// is copied. Returns the file's metadata (its "format", position, the caller's extras).
+template <class Net>
+io::SafetensorsMetadata load_params(const std::filesystem::path& path, const Net& net,
+                                    std::span<typename Net::T> params) {
+  using T = typename Net::T;
+  const io::SafetensorsFile file = io::SafetensorsFile::open(path);
+  const std::string fname = path.string();
+  const ParamLayout& layout = net.layout();
+  REASON_CHECK(params.size() == layout.size(), "load_params: destination has ", params.size(),
+               " elements, the model has ", layout.size(), " parameters");
+  detail::expect_model_config(file.metadata(), net, fname);
+  std::vector<detail::TensorRead<T>> reads;
+  detail::add_reads<T>(reads, "", layout, params);
+  detail::read_checked(file, reads);
+  return file.metadata();
 }
 
 }  // namespace reason::train
