@@ -28,6 +28,7 @@
 #include "reason/data/held_out.hpp"
 #include "reason/data/problem_json.hpp"
 #include "reason/data/sft_batch.hpp"
+#include "reason/data/sft_source.hpp"
 #include "reason/data/tokenizer.hpp"
 #include "reason/ffn/swiglu.hpp"
 #include "reason/infer/greedy.hpp"
@@ -144,22 +145,8 @@ int main(int argc, char** argv) try {
   data::write_problems_jsonl(fs::path(o.out) / "heldout.jsonl", held_out.problems);
   const data::TrainingSampler sampler(held_out);
   const data::Curriculum curriculum = data::Curriculum::standard(o.steps);
-  constexpr std::uint64_t data_stream_base = 1ull << 32;  // disjoint from the held-out streams (1..4)
-  const train::BatchSource source = [&](std::int64_t step, int micro, train::TokenBatch& out) {
-    Philox rng(o.seed, data_stream_base + static_cast<std::uint64_t>(step * o.micro_batches + micro));
-    std::vector<data::Problem> problems;
-    index_t longest = 0;
-    for (index_t i = 0; i < o.batch; ++i) {
-      problems.push_back(sampler.sample(curriculum.level_for(step, rng), rng));
-      longest = std::max<index_t>(longest, static_cast<index_t>(data::sft_example(problems.back()).tokens.size()));
-    }
-    REASON_CHECK(longest <= o.seq, "sft: a training example of ", longest, " tokens exceeds --seq ", o.seq);
-    const data::SftBatch b = data::make_sft_batch(problems, longest);  // pad to the longest, not to --seq
-    out.batch = b.batch;
-    out.seq = b.seq;
-    out.tokens = b.tokens;
-    out.targets = b.targets;
-  };
+  const train::BatchSource source = data::sft_source(
+      sampler, curriculum, {.seed = o.seed, .batch = o.batch, .micro_batches = o.micro_batches, .max_seq = o.seq});
 
   const fs::path ckpt = fs::path(o.out) / "checkpoint.safetensors";
   // The held-out set decides which problems training avoids: part of the run's identity.

@@ -182,14 +182,18 @@ TEST_CASE("The first optimisation pass of every step has ratio 1 and later passe
   Run r;
   rl::GrpoTrainerConfig cfg = base_config();
   cfg.mu = 1;
-  double worst = 0;
+  double worst = 0, gap = 0;
   for (const auto& s : run(r, cfg, 6)) {
     REQUIRE(s.passes.size() == 1);
     worst = std::max(worst, std::abs(s.passes[0].mean_ratio - 1.0));
     CHECK(s.passes[0].mean_ratio == 1.0);  // logp_old comes from the same parameters and kernels: bit-identical
     CHECK(s.passes[0].clip_fraction == 0.0);
+    // the sampler's log-probs (decode path, KV cache) and the training forward's agree to rounding
+    CHECK(s.rollout_logp_gap < 2e-5);
+    gap = std::max(gap, s.rollout_logp_gap);
   }
-  MESSAGE("largest |mean ratio - 1| on the first pass over 6 steps: ", worst);
+  MESSAGE("largest |mean ratio - 1| on the first pass over 6 steps: ", worst,
+          "; largest |log p_rollout - log p_train|: ", gap);
   cfg.mu = 3;
   cfg.micro_batch = 24;  // 64 rows in micro-batches of 24, 24 and 16
   for (const auto& s : run(r, cfg, 3)) {

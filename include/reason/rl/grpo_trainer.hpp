@@ -143,6 +143,7 @@ struct GrpoStepStats {
   double completion_length = 0;        // mean completion tokens over every sampled row
   double eos_fraction = 0;             // rows that stopped on <eos>
   double lr = 0;
+  double rollout_logp_gap = 0;         // max |log p_rollout - log p_old| over the trained tokens: decode vs training
   bool updated = false;                // false when no row was kept: the parameters did not move
   // Means over the mu passes (passes[i] has each):
   double loss = 0, mean_ratio = 1, clip_fraction = 0, kl = 0, entropy = 0, grad_norm = 0;
@@ -346,6 +347,7 @@ class GrpoTrainer {
         record_logps(params_.data(), r0, n, logp_old_);
         if (cfg_.beta != 0) record_logps(reference_.data(), r0, n, logp_ref_);
       }
+      s.rollout_logp_gap = rollout_gap(prompts, ro, keep);
       const auto t_logp = Clock::now();
       s.seconds.logp = seconds(t_score, t_logp);
 
@@ -446,6 +448,22 @@ class GrpoTrainer {
     TokenLogProbs<T> rec(rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
                          make_view(out.data() + r0 * seq_, n, seq_));
     net_.forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec);
+  }
+
+  /// max |log p recorded while sampling - log p_old recomputed by the training forward|: the
+  /// decode path and the training path must give the same distribution, to rounding.
+  double rollout_gap(const std::vector<std::vector<std::int32_t>>& prompts, const infer::Rollouts& ro,
+                     const std::vector<index_t>& keep) const {
+    double gap = 0;
+    for (std::size_t b = 0; b < keep.size(); ++b) {
+      const infer::Completion& c = ro.rows[static_cast<std::size_t>(keep[b])];
+      const auto P = static_cast<index_t>(prompts[static_cast<std::size_t>(c.prompt)].size());
+      for (std::size_t j = 0; j < c.logps.size(); ++j) {
+        const auto t = static_cast<std::size_t>(static_cast<index_t>(b) * seq_ + P - 1 + static_cast<index_t>(j));
+        gap = std::max(gap, std::abs(c.logps[j] - static_cast<double>(logp_old_[t])));
+      }
+    }
+    return gap;
   }
 
   /// The mean of each component of a reward::Weighted (or of the reward itself), and accuracy.

@@ -1,0 +1,125 @@
+// examples/r1/distill_stage.hpp — stage 4: distil the RL model into a smaller student.
+//
+// DeepSeek-R1 §2.4 fine-tunes small models on samples curated from R1 (correct answers only).
+// Here each step draws fresh training problems, the teacher answers them greedily, the correct
+// answers are kept, and the student learns them with the loss of Hinton et al. 2015:
+//   alpha tau^2 KL(softmax(teacher / tau) || softmax(student / tau)) + (1 - alpha) CE(student, teacher's token)
+// on every completion position (rl::Distill). alpha = 0 is R1's plain SFT on teacher samples.
+// The step's data is a pure function of (seed, step) and the teacher, as in the other stages.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace r1 {
+
+inline std::vector<float> Pipeline::run_distill(const model::Config& tc, const model::Config& sc,
+                                                const std::vector<float>& teacher) {
+  Net tnet(tc), snet(sc);
+  std::printf("\n== stage 4: distillation into a student of %zu parameters (teacher %zu), %lld steps, alpha %.2f\n",
+              snet.num_params(), tnet.num_params(), static_cast<long long>(o_.distill_steps), o_.distill_alpha);
+  const std::size_t n = snet.num_params();
+  std::vector<float> params(n), grads(n), state(n * Optimizer::state_slots, 0.0f);
+  snet.layout().initialize(std::span<float>(params), o_.seed + 1);
+  const Optimizer opt{.config = {.weight_decay = 0.05}};
+  const train::CosineSchedule schedule{.peak_lr = o_.sft_lr,
+                                       .min_lr = o_.sft_lr / 30,
+                                       .warmup_steps = std::min<std::int64_t>(100, std::max<std::int64_t>(1, o_.distill_steps / 10)),
+                                       .total_steps = o_.distill_steps};
+  const data::Curriculum curriculum = sft_curriculum(o_.distill_steps);
+  const reward::Accuracy accuracy{};
+  const std::int32_t eos = data::Tokenizer::eos;
+  index_t reserved_b = 0, reserved_l = 0;
+  std::vector<std::int32_t> tokens, targets;
+  std::vector<float> teacher_logits;
+  const auto t0 = std::chrono::steady_clock::now();
+  double window_loss = 0, window_kept = 0;
+  int window = 0;
+
+  for (std::int64_t step = 0; step < o_.distill_steps; ++step) {
+    // The teacher answers the step's problems greedily; its correct answers are the data.
+    Philox rng(o_.seed, detail::distill_streams + static_cast<std::uint64_t>(step));
+    std::vector<data::Problem> problems;
+    std::vector<std::vector<std::int32_t>> prompts;
+    for (index_t i = 0; i < o_.sft_batch; ++i) {
+      problems.push_back(sampler_.sample(curriculum.level_for(step, rng), rng));
+      prompts.push_back(data::prompt_tokens(problems.back()));
+    }
+    infer::RolloutConfig rc;
+    rc.max_new_tokens = tc.max_seq_len;
+    rc.eos = eos;
+    const infer::Rollouts answers =
+        infer::rollout(tnet, teacher.data(), std::span<const std::vector<std::int32_t>>(prompts), infer::Greedy{}, rc);
+    std::vector<std::vector<std::int32_t>> kept;
+    std::vector<index_t> prompt_len;
+    for (const infer::Completion& c : answers.rows) {
+      const auto i = static_cast<std::size_t>(c.prompt);
+      if (!c.stopped_on_eos || accuracy.score(data::Tokenizer::decode(c.tokens), problems[i]) < 1.0f) continue;
+      kept.push_back(infer::full_sequence(std::span<const std::vector<std::int32_t>>(prompts), c));
+      prompt_len.push_back(static_cast<index_t>(prompts[i].size()));
+    }
+    const auto B = static_cast<index_t>(kept.size());
+    if (B == 0) {  // nothing correct to learn from this step: logged, no update
+      metrics_->write({{"stage", "distill"}, {"step", step + 1}, {"teacher_correct", 0.0}, {"skipped", true},
+                       {"elapsed_s", detail::seconds_since(t0)}});
+      continue;
+    }
+    index_t L = 0;
+    for (const auto& k : kept) L = std::max<index_t>(L, static_cast<index_t>(k.size()));
+    tokens.assign(static_cast<std::size_t>(B * L), data::Tokenizer::pad);
+    targets.assign(static_cast<std::size_t>(B * L), -1);
+    for (index_t b = 0; b < B; ++b) {
+      const auto& seq = kept[static_cast<std::size_t>(b)];
+      std::copy(seq.begin(), seq.end(), tokens.begin() + b * L);
+      // position t predicts token t + 1: targets on the completion (the answer and its <eos>) only
+      for (index_t t = prompt_len[static_cast<std::size_t>(b)] - 1; t + 1 < static_cast<index_t>(seq.size()); ++t)
+        targets[static_cast<std::size_t>(b * L + t)] = seq[static_cast<std::size_t>(t + 1)];
+    }
+    if (B > reserved_b || L > reserved_l) {
+      reserved_b = std::max(reserved_b, B);
+      reserved_l = std::max(reserved_l, L);
+      tnet.reserve(reserved_b, reserved_l);
+      snet.reserve(reserved_b, reserved_l);
+    }
+    const View<const std::int32_t, 2> tok = make_view(static_cast<const std::int32_t*>(tokens.data()), B, L);
+    teacher_logits.resize(static_cast<std::size_t>(B * L * tc.vocab_size));
+    tnet.logits(teacher.data(), tok, make_view(teacher_logits.data(), B * L, tc.vocab_size));
+
+    std::fill(grads.begin(), grads.end(), 0.0f);
+    StudentLoss::Batch<float> objective(make_view(static_cast<const float*>(teacher_logits.data()), B * L, tc.vocab_size),
+                                        make_view(static_cast<const std::int32_t*>(targets.data()), B * L),
+                                        rl::DistillCoefficients{.alpha = o_.distill_alpha, .temperature = 1.0});
+    snet.forward_objective(params.data(), grads.data(), tok, objective);
+    snet.backward(params.data(), grads.data());
+    const double grad_norm = train::clip_grad_norm<float>(std::span<float>(grads), 1.0);
+    REASON_CHECK(std::isfinite(grad_norm), "r1 distill: step ", step, ": the gradient norm is ", grad_norm);
+    const double lr = schedule.lr(step);
+    opt.step(snet.layout(), std::span<float>(params), std::span<const float>(grads), std::span<float>(state), lr, step + 1);
+
+    const rl::DistillStats st = objective.stats();
+    const double kept_fraction = static_cast<double>(B) / static_cast<double>(o_.sft_batch);
+    metrics_->write({{"stage", "distill"}, {"step", step + 1}, {"loss", st.loss}, {"kl", st.mean_kl}, {"ce", st.mean_ce},
+                     {"teacher_correct", kept_fraction}, {"grad_norm", grad_norm}, {"lr", lr},
+                     {"elapsed_s", detail::seconds_since(t0)}});
+    window_loss += st.loss;
+    window_kept += kept_fraction;
+    ++window;
+    if ((step + 1) % o_.log_every == 0 || step + 1 == o_.distill_steps) {
+      std::printf("distill step %5lld/%lld  loss %.4f  teacher correct %.2f  (%.2f s/step)\n",
+                  static_cast<long long>(step + 1), static_cast<long long>(o_.distill_steps), window_loss / window,
+                  window_kept / window, detail::seconds_since(t0) / static_cast<double>(step + 1));
+      std::fflush(stdout);
+      window_loss = window_kept = 0;
+      window = 0;
+    }
+  }
+  detail::save_weights(out_ / "student.safetensors", snet, params,
+                       {{"example", "r1"}, {"stage", "distill"}, {"distill.steps", std::to_string(o_.distill_steps)}});
+  std::printf("distillation done in %.0f s; weights %s\n", detail::seconds_since(t0), (out_ / "student.safetensors").c_str());
+  draw_chart();
+  return params;
+}
+
+}  // namespace r1

@@ -1,0 +1,90 @@
+// examples/r1 — the whole DeepSeek-R1 recipe at laptop scale, on the CPU.
+//
+// DeepSeek-AI 2025, "DeepSeek-R1: Incentivizing Reasoning Capability in LLMs via Reinforcement
+// Learning". Four stages, each saved as safetensors and each able to start from a checkpoint:
+//   1 sft      cold start: a small transformer imitates worked arithmetic traces in the template
+//              <think>steps</think><answer>N</answer> (§2.3.1), on a curriculum of levels 1-4;
+//   2 grpo     reinforcement learning with rule rewards, 0.8 accuracy + 0.2 format (§2.2.2), GRPO
+//              (Shao et al. 2024) with a k3 KL penalty to the frozen SFT model as reference;
+//   3 eval     greedy accuracy (± its standard error), pass@k from n samples (Chen et al. 2021),
+//              format rate and completion length on held-out problems, for every model;
+//   4 distill  a smaller student learns from the RL model's correct greedy answers to fresh
+//              problems (§2.4), with the teacher's soft targets (Hinton et al. 2015) mixed in.
+// The held-out problems are never drawn for training (data::TrainingSampler).
+//
+// Outputs in --out: metrics.jsonl (one whole line per step of every stage and per evaluation),
+// chart.svg (the curves), sft.safetensors, grpo.safetensors, student.safetensors (checkpoints;
+// their tensors under layout names are the weights), heldout.jsonl, eval_<model>.jsonl.
+// `--from grpo --checkpoint out/sft.safetensors` starts at stage 2 from a saved SFT model; given
+// a checkpoint of the starting stage's own kind, that stage resumes where it stopped.
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pipeline.hpp"
+
+using namespace reason;
+
+int main(int argc, char** argv) try {
+  r1::Options o;
+  CLI::App app{"reason R1 pipeline: SFT cold start -> GRPO with rule rewards -> evaluation -> distillation"};
+  app.add_option("--out", o.out, "output directory")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of data, held-out set, initialisation and sampling")->capture_default_str();
+  app.add_option("--from", o.from, "first stage to run: sft, grpo, eval or distill")
+      ->check(CLI::IsMember({"sft", "grpo", "eval", "distill"}))
+      ->capture_default_str();
+  app.add_option("--checkpoint", o.checkpoint,
+                 "model to start --from with (a checkpoint of an earlier stage), or a checkpoint of that stage to resume");
+  app.add_option("--until", o.until, "last stage to run")->check(CLI::IsMember({"sft", "grpo", "eval", "distill"}))
+      ->capture_default_str();
+  // model
+  app.add_option("--width", o.teacher.width, "hidden size of the policy (heads x 32)")->capture_default_str();
+  app.add_option("--layers", o.teacher.layers, "transformer blocks of the policy")->capture_default_str();
+  app.add_option("--heads", o.teacher.heads, "query heads of the policy (head_dim 32)")->capture_default_str();
+  app.add_option("--kv-heads", o.teacher.kv_heads, "key/value heads of the policy (GQA)")->capture_default_str();
+  app.add_option("--ffn", o.teacher.ffn, "SwiGLU hidden width of the policy")->capture_default_str();
+  app.add_option("--seq", o.seq, "maximum sequence length")->capture_default_str();
+  // stage 1
+  app.add_option("--sft-steps", o.sft_steps, "SFT optimizer steps")->capture_default_str();
+  app.add_option("--sft-batch", o.sft_batch, "SFT sequences per step")->capture_default_str();
+  app.add_option("--sft-lr", o.sft_lr, "SFT peak learning rate (cosine)")->capture_default_str();
+  app.add_option("--flawed", o.flawed,
+                 "share of order-sensitive level-3 cold-start traces written left to right, ignoring precedence")
+      ->capture_default_str();
+  // stage 2
+  app.add_option("--grpo-steps", o.grpo_steps, "GRPO steps (one rollout batch each)")->capture_default_str();
+  app.add_option("--prompts", o.prompts, "GRPO questions per step")->capture_default_str();
+  app.add_option("--group-size,-G", o.group_size, "GRPO completions per question")->capture_default_str();
+  app.add_option("--grpo-lr", o.grpo_lr, "GRPO learning rate (constant after warmup)")->capture_default_str();
+  app.add_option("--beta", o.beta, "KL penalty to the reference (k3 estimator)")->capture_default_str();
+  app.add_option("--advantage-sign", o.advantage_sign, "+1; -1 trains against the reward (the control experiment)")
+      ->check(CLI::IsMember({-1, 1}))
+      ->capture_default_str();
+  app.add_option("--mu", o.mu, "optimisation passes per rollout batch")->capture_default_str();
+  app.add_option("--temperature", o.temperature, "sampling temperature of GRPO rollouts and pass@k")->capture_default_str();
+  app.add_option("--grpo-levels", o.grpo_levels, "weights of levels 1-4 in GRPO questions")->expected(4)->capture_default_str();
+  // stage 3
+  app.add_option("--eval-levels", o.eval_levels, "levels of the held-out task")->capture_default_str();
+  app.add_option("--eval-per-level", o.eval_per_level, "held-out problems per level")->capture_default_str();
+  app.add_option("--eval-samples", o.eval_samples, "samples per problem for pass@k (n)")->capture_default_str();
+  // stage 4
+  app.add_option("--student-width", o.student.width, "hidden size of the student")->capture_default_str();
+  app.add_option("--student-layers", o.student.layers, "transformer blocks of the student")->capture_default_str();
+  app.add_option("--student-ffn", o.student.ffn, "SwiGLU width of the student")->capture_default_str();
+  app.add_option("--distill-steps", o.distill_steps, "distillation steps")->capture_default_str();
+  app.add_option("--distill-alpha", o.distill_alpha, "weight of the teacher's soft targets (1 - alpha on its tokens)")
+      ->capture_default_str();
+  app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  o.student.heads = std::max<index_t>(1, o.student.width / 32);
+  o.student.kv_heads = o.student.heads % 2 == 0 ? o.student.heads / 2 : o.student.heads;
+  return r1::Pipeline(o).run();
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "r1: error: %s\n", e.what());
+  return 1;
+}

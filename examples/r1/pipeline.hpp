@@ -1,0 +1,179 @@
+// examples/r1/pipeline.hpp — the four stages of the R1 example and what they share.
+//
+// The types are the recipe (one `using` per choice); Options are the numbers. Every stage writes
+// its metrics as whole JSONL lines, redraws chart.svg, and saves a safetensors checkpoint.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "reason/attention/multi_head.hpp"
+#include "reason/core/philox.hpp"
+#include "reason/data/curriculum.hpp"
+#include "reason/data/held_out.hpp"
+#include "reason/data/problem_json.hpp"
+#include "reason/data/sft_batch.hpp"
+#include "reason/data/sft_source.hpp"
+#include "reason/data/tokenizer.hpp"
+#include "reason/ffn/swiglu.hpp"
+#include "reason/infer/rollout.hpp"
+#include "reason/infer/sampler.hpp"
+#include "reason/io/jsonl.hpp"
+#include "reason/io/safetensors.hpp"
+#include "reason/model/transformer.hpp"
+#include "reason/norm/rmsnorm.hpp"
+#include "reason/optim/adamw.hpp"
+#include "reason/reward/accuracy.hpp"
+#include "reason/reward/format.hpp"
+#include "reason/reward/weighted.hpp"
+#include "reason/rl/distill.hpp"
+#include "reason/rl/evaluate.hpp"
+#include "reason/rl/grpo.hpp"
+#include "reason/rl/grpo_checkpoint.hpp"
+#include "reason/rl/grpo_trainer.hpp"
+#include "reason/train/checkpoint.hpp"
+#include "reason/train/clip.hpp"
+#include "reason/train/progress.hpp"
+#include "reason/train/trainer.hpp"
+#include "svg_chart.hpp"
+
+namespace r1 {
+
+using namespace reason;
+
+// The recipe.
+using Attention = attention::MultiHead<attention::Shape{.head_dim = 32}>;  // GQA with RoPE
+using Net = model::Transformer<Attention,         // attention policy
+                               ffn::SwiGLU,       // feed-forward policy
+                               norm::RMSNorm,     // norm policy
+                               linear::Dense,     // linear-layer policy
+                               precision::Fp32>;  // number types
+using Optimizer = optim::AdamW;
+using R1Reward = reward::Weighted<reward::Weights{0.8f, 0.2f},  // R1 §2.2.2: accuracy and format rules
+                                  reward::Accuracy, reward::Format>;
+using GrpoLoss = rl::Grpo<rl::GrpoConfig{.eps_low = 0.2f, .eps_high = 0.28f}>;  // GRPO with DAPO's clip-higher
+using Policy = rl::GrpoTrainer<Net, Optimizer, GrpoLoss, infer::Temperature, R1Reward>;
+using StudentLoss = rl::Distill<rl::DistillConfig{.divergence = rl::Divergence::forward_kl}>;  // Hinton et al.
+
+struct ModelSize {
+  index_t width = 128, layers = 4, heads = 4, kv_heads = 2, ffn = 384;
+};
+
+struct Options {
+  std::string out = "r1_out";
+  std::uint64_t seed = 1234;
+  std::string from = "sft", until = "distill", checkpoint;
+  ModelSize teacher;
+  ModelSize student{.width = 96, .layers = 3, .heads = 3, .kv_heads = 3, .ffn = 256};
+  index_t seq = 96;
+  // stage 1
+  std::int64_t sft_steps = 2000;
+  index_t sft_batch = 32;
+  double sft_lr = 3e-3;
+  double flawed = 0.5;  // share of order-sensitive level-3 cold-start traces solved left to right
+  // stage 2
+  std::int64_t grpo_steps = 250;
+  index_t prompts = 16, group_size = 8;
+  double grpo_lr = 1e-4, beta = 0.04;
+  int mu = 1;
+  int advantage_sign = 1;
+  float temperature = 1.0f;
+  std::vector<double> grpo_levels{0.0, 0.0, 1.0, 0.0};
+  // stage 3
+  std::vector<int> eval_levels{3};
+  int eval_per_level = 512;
+  index_t eval_samples = 8;
+  // stage 4
+  std::int64_t distill_steps = 1200;
+  double distill_alpha = 0.5;
+  std::int64_t log_every = 50;
+};
+
+enum class Stage { sft = 0, grpo = 1, eval = 2, distill = 3 };
+
+inline Stage stage_of(const std::string& name) {
+  if (name == "sft") return Stage::sft;
+  if (name == "grpo") return Stage::grpo;
+  if (name == "eval") return Stage::eval;
+  if (name == "distill") return Stage::distill;
+  fail("r1: unknown stage '", name, "' (sft, grpo, eval, distill)");
+}
+
+/// The held-out problems of the levels evaluated (make_held_out's streams, so a level's set does
+/// not depend on which other levels are evaluated).
+inline data::HeldOut eval_set(const Options& o) {
+  const data::HeldOut all = data::make_held_out(o.seed, o.eval_per_level);
+  std::vector<data::Problem> kept;
+  for (const data::Problem& p : all.problems)
+    if (std::find(o.eval_levels.begin(), o.eval_levels.end(), p.difficulty) != o.eval_levels.end()) kept.push_back(p);
+  REASON_CHECK(!kept.empty(), "r1: --eval-levels selects no held-out problems (levels are 1-4)");
+  return data::HeldOut::from_problems(std::move(kept));
+}
+
+/// The cold-start curriculum: single operations, then mostly multi-step expressions, then a mix.
+inline data::Curriculum sft_curriculum(std::int64_t steps) { return data::Curriculum::standard(steps, 0.2, 0.8); }
+
+inline model::Config config_of(const ModelSize& m, index_t seq) {
+  model::Config c;
+  c.vocab_size = data::Tokenizer::vocab_size;
+  c.hidden_size = m.width;
+  c.num_layers = m.layers;
+  c.num_heads = m.heads;
+  c.num_kv_heads = m.kv_heads;
+  c.intermediate_size = m.ffn;
+  c.max_seq_len = seq;
+  return c;
+}
+
+/// A model's evaluation, named.
+struct Evaluated {
+  std::string model;
+  std::size_t params = 0;
+  rl::EvalReport report;
+};
+
+class Pipeline {
+ public:
+  explicit Pipeline(Options o)
+      : o_(std::move(o)),
+        held_out_(eval_set(o_)),
+        sampler_(held_out_),
+        out_(o_.out) {
+    REASON_CHECK(o_.grpo_levels.size() == 4, "r1: --grpo-levels needs 4 weights, got ", o_.grpo_levels.size());
+    std::filesystem::create_directories(out_);
+    const bool fresh = stage_of(o_.from) == Stage::sft && o_.checkpoint.empty();
+    if (fresh) std::filesystem::remove(out_ / "metrics.jsonl");  // a fresh run starts a fresh log
+    metrics_.emplace(out_ / "metrics.jsonl");
+    data::write_problems_jsonl(out_ / "heldout.jsonl", held_out_.problems);
+  }
+
+  int run();
+
+ private:
+  std::vector<float> run_sft(const model::Config& mc, const std::string& resume);
+  std::vector<float> run_grpo(const model::Config& mc, const std::vector<float>& init, const std::string& resume);
+  Evaluated run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params);
+  std::vector<float> run_distill(const model::Config& teacher_config, const model::Config& student_config,
+                                 const std::vector<float>& teacher);
+  void print_table() const;
+  void draw_chart();
+  bool runs(Stage s) const { return s >= stage_of(o_.from) && s <= stage_of(o_.until); }
+
+  Options o_;
+  data::HeldOut held_out_;
+  data::TrainingSampler sampler_;
+  std::filesystem::path out_;
+  std::optional<io::JsonlWriter> metrics_;
+  std::vector<Evaluated> evals_;
+  double seconds_ = 0;
+};
+
+}  // namespace r1
+
+#include "stages.hpp"

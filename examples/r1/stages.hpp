@@ -1,0 +1,268 @@
+// examples/r1/stages.hpp — the bodies of the four stages (included by pipeline.hpp).
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace r1 {
+
+namespace detail {
+
+// Philox streams of the stages' data, apart from each other and from the held-out set's (1..4).
+inline constexpr std::uint64_t sft_streams = 1ull << 32, grpo_streams = 2ull << 32, distill_streams = 3ull << 32;
+inline constexpr const char* weights_format = "reason.weights/1";
+
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+inline std::string format_of(const io::SafetensorsFile& f) {
+  const auto it = f.metadata().find("format");
+  return it == f.metadata().end() ? std::string("(none)") : it->second;
+}
+
+/// The parameters of `mc`'s model stored under their layout names in `path`.
+inline std::vector<float> load_weights(const std::filesystem::path& path, const model::Config& mc) {
+  Net net(mc);
+  std::vector<float> params(net.num_params());
+  (void)train::load_params(path, net, std::span<float>(params));
+  return params;
+}
+
+/// A plain weights file: the parameters under their layout names and the model config.
+inline void save_weights(const std::filesystem::path& path, const Net& net, std::span<const float> params,
+                         const io::SafetensorsMetadata& extra) {
+  io::SafetensorsMetadata meta;
+  for (const auto& [k, v] : net.config().to_metadata(Net::head_dim)) meta[k] = v;
+  meta["format"] = weights_format;
+  for (const auto& [k, v] : extra) meta[k] = v;
+  std::vector<io::SafetensorsEntry> entries;
+  for (const ParamInfo& p : net.layout().params())
+    entries.push_back(io::safetensors_entry<float>(p.name, params.subspan(p.offset, p.numel), p.shape));
+  io::write_safetensors(path, entries, meta);
+}
+
+}  // namespace detail
+
+inline int Pipeline::run() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Stage from = stage_of(o_.from), until = stage_of(o_.until);
+  REASON_CHECK(from <= until, "r1: --from ", o_.from, " comes after --until ", o_.until);
+  model::Config mc = config_of(o_.teacher, o_.seq);
+  std::vector<float> policy;
+  std::string resume;
+  if (!o_.checkpoint.empty()) {
+    const io::SafetensorsFile file = io::SafetensorsFile::open(o_.checkpoint);
+    const std::string kind = detail::format_of(file);
+    mc = model::Config::from_metadata({file.metadata().begin(), file.metadata().end()}, Net::head_dim);  // the checkpoint's model, not the flags'
+    const bool own = (from == Stage::sft && kind == train::checkpoint_format) ||
+                     (from == Stage::grpo && kind == rl::grpo_checkpoint_format);
+    REASON_CHECK(from != Stage::sft || own, "r1: --from sft resumes an SFT checkpoint (format ", train::checkpoint_format,
+                 "); '", o_.checkpoint, "' has format ", kind);
+    if (own) resume = o_.checkpoint;
+    else policy = detail::load_weights(o_.checkpoint, mc);
+    std::printf("starting at stage %s from %s (%s, %s)\n", o_.from.c_str(), o_.checkpoint.c_str(), kind.c_str(),
+                own ? "resuming" : "as the initial model");
+  } else {
+    REASON_CHECK(from == Stage::sft, "r1: --from ", o_.from, " needs --checkpoint (a model from an earlier stage)");
+  }
+  std::printf("policy: %lld layers, width %lld, %lld heads (%lld kv), ffn %lld, seq %lld; held-out: %zu problems\n",
+              static_cast<long long>(mc.num_layers), static_cast<long long>(mc.hidden_size),
+              static_cast<long long>(mc.num_heads), static_cast<long long>(mc.num_kv_heads),
+              static_cast<long long>(mc.intermediate_size), static_cast<long long>(mc.max_seq_len), held_out_.size());
+
+  if (runs(Stage::sft)) {
+    policy = run_sft(mc, resume);
+    resume.clear();
+    evals_.push_back(run_eval("sft", mc, policy));
+  }
+  if (runs(Stage::grpo)) {
+    if (from == Stage::grpo && !resume.empty()) policy = detail::load_weights(resume, mc);
+    else if (from == Stage::grpo) evals_.push_back(run_eval("sft", mc, policy));  // the baseline of this run
+    policy = run_grpo(mc, policy, resume);
+    evals_.push_back(run_eval("grpo", mc, policy));
+  }
+  if (from == Stage::eval) evals_.push_back(run_eval("model", mc, policy));
+  if (runs(Stage::distill)) {
+    const model::Config sc = config_of(o_.student, mc.max_seq_len);
+    const std::vector<float> student = run_distill(mc, sc, policy);
+    evals_.push_back(run_eval("student", sc, student));
+  }
+  seconds_ = detail::seconds_since(t0);
+  print_table();
+  draw_chart();
+  return 0;
+}
+
+// Stage 1: SFT cold start (train::Trainer on worked traces, curriculum of levels).
+inline std::vector<float> Pipeline::run_sft(const model::Config& mc, const std::string& resume) {
+  std::printf("\n== stage 1: SFT cold start, %lld steps x %lld sequences\n", static_cast<long long>(o_.sft_steps),
+              static_cast<long long>(o_.sft_batch));
+  Net net(mc);
+  train::TrainConfig tc;
+  tc.total_steps = o_.sft_steps;
+  tc.batch = o_.sft_batch;
+  tc.seq = mc.max_seq_len;
+  tc.max_grad_norm = 1.0;
+  tc.schedule = {.peak_lr = o_.sft_lr,
+                 .min_lr = o_.sft_lr / 30,
+                 .warmup_steps = std::min<std::int64_t>(150, std::max<std::int64_t>(1, o_.sft_steps / 10)),
+                 .total_steps = o_.sft_steps};
+  tc.seed = o_.seed;
+  train::Trainer<Net, Optimizer> trainer(net, Optimizer{.config = {.weight_decay = 0.05}}, tc);
+  const data::Curriculum curriculum = sft_curriculum(o_.sft_steps);
+  const train::BatchSource source = data::sft_source(
+      sampler_, curriculum, {.seed = o_.seed, .batch = o_.sft_batch, .max_seq = mc.max_seq_len, .stream_base = detail::sft_streams,
+                                     .flawed_fraction = o_.flawed});
+  const io::SafetensorsMetadata extra{{"example", "r1"}, {"stage", "sft"},
+                                      {"data.eval_per_level", std::to_string(o_.eval_per_level)},
+                                      {"data.flawed", std::to_string(o_.flawed)}};
+  if (!resume.empty()) {
+    const auto meta = train::load_checkpoint(resume, trainer);
+    for (const auto& [key, value] : extra)
+      REASON_CHECK(meta.contains(key) && meta.at(key) == value, "r1: '", resume, "' was written with another ", key);
+    std::printf("resumed SFT at step %lld\n", static_cast<long long>(trainer.step()));
+  }
+  const std::filesystem::path ckpt = out_ / "sft.safetensors";
+  train::Progress progress(o_.sft_steps, o_.log_every);
+  progress.restart(trainer.step());
+  while (!trainer.done()) {
+    const train::StepStats s = trainer.run_step(source);
+    const std::string stage = curriculum.stage(s.step).name;
+    progress.step(s.step, s.loss, s.lr, s.tokens, stage);
+    metrics_->write({{"stage", "sft"}, {"step", s.step + 1}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
+                     {"tokens", s.tokens}, {"curriculum", stage}, {"elapsed_s", progress.elapsed()}});
+    if (trainer.step() % 250 == 0 || trainer.done()) train::save_checkpoint(ckpt, trainer, extra);
+  }
+  std::printf("SFT done in %.0f s; checkpoint %s\n", progress.elapsed(), ckpt.c_str());
+  draw_chart();
+  return {trainer.params().begin(), trainer.params().end()};
+}
+
+// Stage 2: GRPO against the SFT model as the frozen reference.
+inline std::vector<float> Pipeline::run_grpo(const model::Config& mc, const std::vector<float>& init,
+                                             const std::string& resume) {
+  std::printf("\n== stage 2: GRPO, %lld steps x %lld questions x G = %lld, lr %.1e, beta %.3g\n",
+              static_cast<long long>(o_.grpo_steps), static_cast<long long>(o_.prompts),
+              static_cast<long long>(o_.group_size), o_.grpo_lr, o_.beta);
+  Net net(mc);
+  rl::GrpoTrainerConfig gc;
+  gc.prompts_per_step = o_.prompts;
+  gc.group_size = o_.group_size;
+  gc.max_new_tokens = mc.max_seq_len;  // the rollout also stops at max_seq_len
+  gc.beta = o_.beta;
+  gc.schedule = {.peak_lr = o_.grpo_lr, .min_lr = o_.grpo_lr, .warmup_steps = 10, .total_steps = o_.grpo_steps};
+  gc.mu = o_.mu;
+  gc.advantage_sign = o_.advantage_sign;
+  gc.seed = o_.seed;
+  Policy policy(net, init, Optimizer{.config = {.weight_decay = 0.0}}, infer::Temperature{o_.temperature}, R1Reward{},
+                gc);
+  const io::SafetensorsMetadata extra{{"example", "r1"}, {"stage", "grpo"},
+                                      {"data.eval_per_level", std::to_string(o_.eval_per_level)},
+                                      {"grpo.levels", std::to_string(o_.grpo_levels[0]) + "," + std::to_string(o_.grpo_levels[1]) +
+                                                          "," + std::to_string(o_.grpo_levels[2]) + "," +
+                                                          std::to_string(o_.grpo_levels[3])}};
+  if (!resume.empty()) {
+    const auto meta = rl::load_checkpoint(resume, policy);
+    for (const auto& [key, value] : extra)
+      REASON_CHECK(meta.contains(key) && meta.at(key) == value, "r1: '", resume, "' was written with another ", key);
+    std::printf("resumed GRPO at step %lld\n", static_cast<long long>(policy.step()));
+  }
+  const data::Curriculum levels(std::max<std::int64_t>(1, o_.grpo_steps),
+                                {{"grpo", 1.0, {o_.grpo_levels[0], o_.grpo_levels[1], o_.grpo_levels[2], o_.grpo_levels[3]}}});
+  const Policy::PromptSource source = [&](std::int64_t step) {
+    Philox rng(o_.seed, detail::grpo_streams + static_cast<std::uint64_t>(step));
+    std::vector<data::Problem> ps;
+    for (index_t i = 0; i < o_.prompts; ++i) ps.push_back(sampler_.sample(levels.level_for(step, rng), rng));
+    return ps;
+  };
+  const std::filesystem::path ckpt = out_ / "grpo.safetensors";
+  const auto t0 = std::chrono::steady_clock::now();
+  double window_reward = 0, window_acc = 0, max_gap = 0;
+  int window = 0;
+  while (policy.step() < o_.grpo_steps) {
+    const rl::GrpoStepStats s = policy.run_step(source);
+    io::Json row{{"stage", "grpo"},
+                 {"step", s.step + 1},
+                 {"reward_mean", s.reward_mean},
+                 {"reward_std", s.reward_std},
+                 {"accuracy", s.accuracy.value_or(0.0)},
+                 {"kl", s.kl},
+                 {"clip_fraction", s.clip_fraction},
+                 {"completion_length", s.completion_length},
+                 {"entropy", s.entropy},
+                 {"zero_variance_fraction", s.zero_variance_fraction},
+                 {"loss", s.loss},
+                 {"grad_norm", s.grad_norm},
+                 {"lr", s.lr},
+                 {"rollout_logp_gap", s.rollout_logp_gap},
+                 {"seconds", s.seconds.total},
+                 {"elapsed_s", detail::seconds_since(t0)}};
+    for (const rl::RewardComponent& c : s.components) row[std::string("reward_") + c.name] = c.mean;
+    metrics_->write(row);
+    max_gap = std::max(max_gap, s.rollout_logp_gap);
+    window_reward += s.reward_mean;
+    window_acc += s.accuracy.value_or(0.0);
+    ++window;
+    if (policy.step() % o_.log_every == 0 || policy.step() == o_.grpo_steps) {
+      std::printf("grpo step %5lld/%lld  reward %.3f  accuracy %.3f  kl %.4f  clip %.3f  length %.1f  entropy %.3f  "
+                  "(%.1f s/step)\n",
+                  static_cast<long long>(policy.step()), static_cast<long long>(o_.grpo_steps), window_reward / window,
+                  window_acc / window, s.kl, s.clip_fraction, s.completion_length, s.entropy,
+                  detail::seconds_since(t0) / static_cast<double>(std::max<std::int64_t>(1, s.step + 1)));
+      std::fflush(stdout);
+      window_reward = window_acc = 0;
+      window = 0;
+    }
+    if (policy.step() % 50 == 0 || policy.step() == o_.grpo_steps) rl::save_checkpoint(ckpt, policy, extra);
+  }
+  std::printf("GRPO done in %.0f s; checkpoint %s\n", detail::seconds_since(t0), ckpt.c_str());
+  std::printf("largest |log p_rollout - log p_train| over the sampled tokens of the run: %.2e\n", max_gap);
+  draw_chart();
+  return {policy.params().begin(), policy.params().end()};
+}
+
+// Stage 3: evaluation on the held-out set.
+inline Evaluated Pipeline::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
+  Net net(mc);
+  rl::EvalConfig ec;
+  ec.max_new_tokens = mc.max_seq_len;
+  ec.samples = o_.eval_samples;
+  ec.ks.clear();
+  for (std::int64_t k : {1, 4})
+    if (k < o_.eval_samples) ec.ks.push_back(k);
+  ec.temperature = o_.temperature;
+  ec.seed = o_.seed;
+  Evaluated e{name, net.num_params(), rl::evaluate(net, params.data(), std::span<const data::Problem>(held_out_.problems), ec)};
+  const rl::EvalReport& r = e.report;
+  std::vector<io::Json> rows;
+  for (std::size_t i = 0; i < r.rows.size(); ++i) {
+    const data::Problem& p = held_out_.problems[i];
+    rows.push_back({{"question", p.question}, {"answer", p.answer}, {"difficulty", p.difficulty},
+                    {"completion", io::utf8_sanitized(r.rows[i].completion)}, {"correct", r.rows[i].correct},
+                    {"sampled_correct", r.rows[i].sampled_correct}});
+  }
+  io::write_jsonl(out_ / ("eval_" + name + ".jsonl"), rows);
+  io::Json line{{"stage", "eval"},      {"model", name},           {"params", e.params},
+                {"problems", r.problems}, {"accuracy", r.accuracy}, {"accuracy_se", r.accuracy_se},
+                {"format_rate", r.format_rate}, {"mean_tokens", r.mean_tokens}, {"samples", r.samples},
+                {"sampled_accuracy", r.sampled_accuracy}, {"seconds", r.seconds}};
+  for (const auto& [k, v] : r.pass_at_k) line["pass@" + std::to_string(k)] = v;
+  for (const auto& [level, lv] : r.levels) line["accuracy_level_" + std::to_string(level)] = lv.accuracy();
+  metrics_->write(line);
+  std::printf("eval %-8s greedy accuracy %.1f%% ± %.1f  format %.1f%%  length %.1f", name.c_str(), 100 * r.accuracy,
+              100 * r.accuracy_se, 100 * r.format_rate, r.mean_tokens);
+  for (const auto& [k, v] : r.pass_at_k) std::printf("  pass@%lld %.1f%%", static_cast<long long>(k), 100 * v);
+  std::printf("  levels");
+  for (const auto& [level, lv] : r.levels) std::printf(" %d:%.0f%%", level, 100 * lv.accuracy());
+  std::printf("  (%.0f s)\n", r.seconds);
+  std::fflush(stdout);
+  return e;
+}
+
+}  // namespace r1
+
+#include "distill_stage.hpp"
+#include "report.hpp"
