@@ -27,21 +27,15 @@
 #include "reason/norm/rmsnorm.hpp"
 #include "reason/rl/evaluate.hpp"
 #include "reason/rl/pass_at_k.hpp"
+#include "tiny_policy.hpp"
 
 using namespace reason;
 
 namespace {
 
-using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 8}>, ffn::SwiGLU>;
+using Net = test::TinyNet;
+using test::ContainsTarget;
 
-/// "Correct" when the completion holds a byte of sample.answer before <eos>.
-struct ContainsTarget {
-  static constexpr const char* name = "contains_target";
-  [[nodiscard]] float score(std::string_view completion, const data::Problem& sample) const {
-    const std::string_view body = completion.substr(0, completion.find("<eos>"));
-    return body.find_first_of(sample.answer) != std::string_view::npos ? 1.0f : 0.0f;
-  }
-};
 /// "Formatted" when the completion is at most two tokens long as text of <= 12 bytes.
 struct ShortText {
   static constexpr const char* name = "short_text";
@@ -50,37 +44,17 @@ struct ShortText {
   }
 };
 
-model::Config tiny_config() {
-  model::Config c;
-  c.vocab_size = data::Tokenizer::vocab_size;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 64;
-  c.max_seq_len = 16;
-  c.init_std = 0.5;  // peaked random distributions: greedy outputs differ between questions
-  return c;
-}
-
+/// n questions of levels 1 and 2 alternately.
 std::vector<data::Problem> problems(index_t n) {
-  Philox rng(3, 0);
-  std::vector<data::Problem> out;
-  for (index_t i = 0; i < n; ++i) {
-    data::Problem p;
-    p.question = "Q";
-    p.question += std::to_string(rng.below(1000));
-    p.answer = "abcdefghijklmnopqrstuvwxyz0123456789";
-    p.difficulty = 1 + static_cast<int>(i % 2);
-    out.push_back(p);
-  }
+  std::vector<data::Problem> out = test::target_prompts(0, n, "abcdefghijklmnopqrstuvwxyz0123456789", 3, 1000);
+  for (std::size_t i = 0; i < out.size(); ++i) out[i].difficulty = 1 + static_cast<int>(i % 2);
   return out;
 }
 
 }  // namespace
 
 TEST_CASE("evaluate: greedy and sampled counts equal an independent recount; pass@k and SEs follow their formulas") {
-  Net net(tiny_config());
+  Net net(test::tiny_policy_config(16, 0.5));  // peaked: greedy outputs differ between questions
   std::vector<float> params(net.num_params());
   net.layout().initialize(std::span<float>(params), 5);
   const std::vector<data::Problem> ps = problems(40);
@@ -165,7 +139,7 @@ TEST_CASE("evaluate: greedy and sampled counts equal an independent recount; pas
 }
 
 TEST_CASE("evaluate: samples = 0 is greedy only; bad configurations and inputs are refused") {
-  Net net(tiny_config());
+  Net net(test::tiny_policy_config(16, 0.5));  // peaked: greedy outputs differ between questions
   std::vector<float> params(net.num_params());
   net.layout().initialize(std::span<float>(params), 5);
   const std::vector<data::Problem> ps = problems(4);

@@ -29,47 +29,15 @@
 #include "reason/rl/grpo_trainer.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/trainer.hpp"
+#include "tiny_policy.hpp"
 
 using namespace reason;
 
 namespace {
 
-using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 8}>, ffn::SwiGLU>;
-
-/// 1 when the completion (before <eos>) contains a byte of sample.answer, else 0.
-struct ContainsTarget {
-  static constexpr const char* name = "contains_target";
-  [[nodiscard]] float score(std::string_view completion, const data::Problem& sample) const {
-    const std::string_view body = completion.substr(0, completion.find("<eos>"));
-    return body.find_first_of(sample.answer) != std::string_view::npos ? 1.0f : 0.0f;
-  }
-};
-
-model::Config tiny_config() {
-  model::Config c;
-  c.vocab_size = data::Tokenizer::vocab_size;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 64;
-  c.max_seq_len = 24;
-  c.init_std = 0.02;
-  return c;
-}
-
-std::vector<data::Problem> target_prompts(std::int64_t step, index_t n) {
-  Philox rng(7, static_cast<std::uint64_t>(step));
-  std::vector<data::Problem> out;
-  for (index_t i = 0; i < n; ++i) {
-    data::Problem p;
-    p.question = "Q";
-    p.question += std::to_string(rng.below(100));
-    p.answer = "abcdefghijklmnopqrstuvwxyz";
-    out.push_back(p);
-  }
-  return out;
-}
+using Net = test::TinyNet;
+using test::ContainsTarget;
+using test::target_prompts;
 
 rl::GrpoTrainerConfig base_config() {
   rl::GrpoTrainerConfig c;
@@ -89,12 +57,6 @@ template <class Loss = rl::Grpo<rl::GrpoConfig{}>>
 using Trainer = rl::GrpoTrainer<Net, optim::AdamW, Loss, infer::Temperature, ContainsTarget>;
 
 constexpr optim::AdamW adamw{.config = {.weight_decay = 0.01}};
-
-std::vector<float> init_params(const Net& net, std::uint64_t seed) {
-  std::vector<float> p(net.num_params());
-  net.layout().initialize(std::span<float>(p), seed);
-  return p;
-}
 
 rl::GrpoStepStats step(Trainer<>& t) {
   const index_t n = t.config().prompts_per_step;
@@ -132,8 +94,8 @@ struct Snapshot {
 
 /// A GRPO checkpoint after `steps` steps of the base run.
 void write_grpo_checkpoint(const std::filesystem::path& path, int steps) {
-  Net net(tiny_config());
-  const auto init = init_params(net, 3);
+  Net net(test::tiny_policy_config());
+  const auto init = test::initial_params(net, 3);
   Trainer<> t(net, std::span<const float>(init), adamw, infer::Temperature{1.0f}, ContainsTarget{}, base_config());
   std::vector<rl::GrpoStepStats> stats;
   run_until(t, steps, stats);
@@ -158,8 +120,8 @@ TEST_CASE("4 GRPO steps equal 2 steps, save, load into a fresh trainer, 2 steps 
   const auto path = dir / "grpo.safetensors";
   const rl::GrpoTrainerConfig cfg = base_config();
 
-  Net ref_net(tiny_config());
-  const auto init = init_params(ref_net, 3);
+  Net ref_net(test::tiny_policy_config());
+  const auto init = test::initial_params(ref_net, 3);
   Trainer<> ref(ref_net, std::span<const float>(init), adamw, infer::Temperature{1.0f}, ContainsTarget{}, cfg);
   std::vector<rl::GrpoStepStats> ref_stats;
   run_until(ref, 4, ref_stats);
@@ -167,7 +129,7 @@ TEST_CASE("4 GRPO steps equal 2 steps, save, load into a fresh trainer, 2 steps 
   std::vector<rl::GrpoStepStats> stats;
   std::int64_t saved_updates = 0;
   {
-    Net net(tiny_config());
+    Net net(test::tiny_policy_config());
     Trainer<> first(net, std::span<const float>(init), adamw, infer::Temperature{1.0f}, ContainsTarget{}, cfg);
     run_until(first, 2, stats);
     saved_updates = first.updates();
@@ -195,8 +157,8 @@ TEST_CASE("4 GRPO steps equal 2 steps, save, load into a fresh trainer, 2 steps 
   }
 
   // A fresh net and trainer, started from other parameters: everything must come from the file.
-  Net net(tiny_config());
-  const auto other = init_params(net, 99);
+  Net net(test::tiny_policy_config());
+  const auto other = test::initial_params(net, 99);
   Trainer<> resumed(net, std::span<const float>(other), adamw, infer::Temperature{1.0f}, ContainsTarget{}, cfg);
   const auto meta = rl::load_checkpoint(path, resumed);
   CHECK(meta.at("data.seed") == "7");
@@ -245,8 +207,8 @@ TEST_CASE("A GRPO checkpoint from another run is refused naming the field, and t
 
   auto refused = [&](rl::GrpoTrainerConfig cfg, optim::AdamW opt, const char* message) {
     INFO(message);
-    Net net(tiny_config());
-    const auto init = init_params(net, 5);
+    Net net(test::tiny_policy_config());
+    const auto init = test::initial_params(net, 5);
     Trainer<> t(net, std::span<const float>(init), opt, infer::Temperature{1.0f}, ContainsTarget{}, cfg);
     const Snapshot before(t);
     CHECK_THROWS_WITH_AS(rl::load_checkpoint(path, t), doctest::Contains(message), Error);
@@ -268,10 +230,10 @@ TEST_CASE("A GRPO checkpoint from another run is refused naming the field, and t
           "optimizer setting 'weight_decay' is 0.01, expected 0.1");
 
   {  // another model
-    auto mc = tiny_config();
+    auto mc = test::tiny_policy_config();
     mc.num_layers = 3;
     Net net(mc);
-    const auto init = init_params(net, 5);
+    const auto init = test::initial_params(net, 5);
     Trainer<> t(net, std::span<const float>(init), adamw, infer::Temperature{1.0f}, ContainsTarget{}, base_config());
     const Snapshot before(t);
     CHECK_THROWS_WITH_AS(rl::load_checkpoint(path, t), doctest::Contains("config field 'num_hidden_layers' is 2, expected 3"),
@@ -280,21 +242,21 @@ TEST_CASE("A GRPO checkpoint from another run is refused naming the field, and t
   }
   {  // another loss policy (DAPO's clip-higher)
     using Dapo = rl::Grpo<rl::GrpoConfig{.eps_low = 0.2f, .eps_high = 0.28f}>;
-    Net net(tiny_config());
-    const auto init = init_params(net, 5);
+    Net net(test::tiny_policy_config());
+    const auto init = test::initial_params(net, 5);
     Trainer<Dapo> t(net, std::span<const float>(init), adamw, infer::Temperature{1.0f}, ContainsTarget{}, base_config());
     CHECK_THROWS_WITH_AS(rl::load_checkpoint(path, t), doctest::Contains("loss config field 'loss.eps_high' is 0.2, expected 0.28"),
                          Error);
     CHECK(same_bits(t.params(), std::span<const float>(init)));
   }
   {  // an SFT checkpoint is not a GRPO run
-    Net net(tiny_config());
+    Net net(test::tiny_policy_config());
     train::TrainConfig tc;
     tc.batch = 2;
     tc.seq = 8;
     train::Trainer<Net, optim::AdamW> sft(net, optim::AdamW{}, tc);
     train::save_checkpoint(dir / "sft.safetensors", sft);
-    const auto init = init_params(net, 5);
+    const auto init = test::initial_params(net, 5);
     Trainer<> t(net, std::span<const float>(init), adamw, infer::Temperature{1.0f}, ContainsTarget{}, base_config());
     CHECK_THROWS_WITH_AS(rl::load_checkpoint(dir / "sft.safetensors", t),
                          doctest::Contains("format 'reason.checkpoint/1', expected 'reason.grpo_checkpoint/1'"), Error);
@@ -309,8 +271,8 @@ TEST_CASE("A truncated or damaged GRPO checkpoint is refused and the trainer is 
   write_grpo_checkpoint(path, 2);
   const std::string bytes = test::slurp(path);
 
-  Net net(tiny_config());
-  const auto init = init_params(net, 5);
+  Net net(test::tiny_policy_config());
+  const auto init = test::initial_params(net, 5);
   Trainer<> t(net, std::span<const float>(init), adamw, infer::Temperature{1.0f}, ContainsTarget{}, base_config());
   std::vector<rl::GrpoStepStats> stats;
   run_until(t, 1, stats);  // a trainer with state of its own
@@ -361,7 +323,7 @@ TEST_CASE("A truncated or damaged GRPO checkpoint is refused and the trainer is 
 
 TEST_CASE("train::load_params reads the policy from an SFT checkpoint and from a GRPO checkpoint") {
   test::TempDir dir;
-  Net net(tiny_config());
+  Net net(test::tiny_policy_config());
 
   // SFT stage: the trainer's parameters (initialised from its seed) are saved.
   train::TrainConfig tc;
@@ -390,7 +352,7 @@ TEST_CASE("train::load_params reads the policy from an SFT checkpoint and from a
   CHECK(!same_bits(policy, start));
 
   // Another model is refused naming the field; a wrong-sized destination too; nothing is written.
-  auto mc = tiny_config();
+  auto mc = test::tiny_policy_config();
   mc.hidden_size = 40;
   mc.num_heads = 5;
   mc.num_kv_heads = 5;

@@ -27,25 +27,15 @@
 #include "reason/rl/grpo.hpp"
 #include "reason/rl/grpo_trainer.hpp"
 #include "support/gradcheck.hpp"
+#include "tiny_policy.hpp"
 
 using namespace reason;
 
 namespace {
 
-using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 8}>, ffn::SwiGLU>;
-
-/// 1 when a byte of the completion before its first <eos> occurs in sample.answer (a set of
-/// target bytes), else 0. With 26 targets of 262 tokens and 4 new tokens a uniform policy earns
-/// 1 - (236/262)^4 = 0.34 on average.
-struct ContainsTarget {
-  static constexpr const char* name = "contains_target";
-  static constexpr float min_score = 0.0f, max_score = 1.0f;
-  [[nodiscard]] float score(std::string_view completion, const data::Problem& sample) const {
-    const auto end = completion.find("<eos>");
-    const std::string_view body = completion.substr(0, end);
-    return body.find_first_of(sample.answer) != std::string_view::npos ? 1.0f : 0.0f;
-  }
-};
+using Net = test::TinyNet;
+using test::ContainsTarget;
+using test::target_prompts;
 
 /// The same score for everything: every group is uniform.
 struct Constant {
@@ -57,33 +47,6 @@ static_assert(reward::Reward<ContainsTarget> && reward::Reward<Constant>);
 // The slot checks accept the real policies and refuse the wrong ones.
 static_assert(rl::GrpoPolicyModel<Net> && !rl::GrpoPolicyModel<optim::AdamW>);
 static_assert(rl::GrpoLoss<rl::Grpo<rl::GrpoConfig{}>, float> && !rl::GrpoLoss<optim::AdamW, float>);
-
-model::Config tiny_config() {
-  model::Config c;
-  c.vocab_size = data::Tokenizer::vocab_size;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 64;
-  c.max_seq_len = 24;
-  c.init_std = 0.02;  // near-uniform next-token distributions at the start
-  return c;
-}
-
-/// Questions "q<digits>" whose answer is the target set: the lowercase letters.
-std::vector<data::Problem> target_prompts(std::int64_t step, index_t n) {
-  Philox rng(7, static_cast<std::uint64_t>(step));
-  std::vector<data::Problem> out;
-  for (index_t i = 0; i < n; ++i) {
-    data::Problem p;
-    p.question = "Q";
-    p.question += std::to_string(rng.below(100));  // appended: GCC 12 warns falsely on "Q" + s
-    p.answer = "abcdefghijklmnopqrstuvwxyz";
-    out.push_back(p);
-  }
-  return out;
-}
 
 rl::GrpoTrainerConfig base_config() {
   rl::GrpoTrainerConfig c;
@@ -102,7 +65,7 @@ template <class Reward = ContainsTarget, class Loss = rl::Grpo<rl::GrpoConfig{}>
 using Trainer = rl::GrpoTrainer<Net, optim::AdamW, Loss, infer::Temperature, Reward>;
 
 struct Run {
-  Net net{tiny_config()};
+  Net net{test::tiny_policy_config()};
   std::vector<float> init;
   Run() : init(net.num_params()) { net.layout().initialize(std::span<float>(init), 3); }
 };

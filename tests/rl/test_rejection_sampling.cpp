@@ -28,12 +28,13 @@
 #include "reason/optim/adamw.hpp"
 #include "reason/rl/rejection_sampling.hpp"
 #include "reason/train/trainer.hpp"
+#include "tiny_policy.hpp"
 
 using namespace reason;
 
 namespace {
 
-using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 8}>, ffn::SwiGLU>;
+using Net = test::TinyNet;
 
 /// The number of bytes of the completion before its first <eos> that occur in sample.answer (a
 /// set of target bytes: the 26 capitals, which no special token's text contains). A uniform
@@ -57,19 +58,6 @@ struct NanReward {
 static_assert(reward::Reward<CountTargets> && reward::Reward<NanReward>);
 static_assert(rl::SamplingModel<Net> && !rl::SamplingModel<optim::AdamW>);
 
-model::Config tiny_config() {
-  model::Config c;
-  c.vocab_size = data::Tokenizer::vocab_size;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 64;
-  c.max_seq_len = 24;
-  c.init_std = 0.02;  // near-uniform next-token distributions at the start
-  return c;
-}
-
 /// n questions "q<i>" whose answer is the target set.
 std::vector<data::Problem> problems(index_t n) {
   std::vector<data::Problem> out;
@@ -84,7 +72,7 @@ std::vector<data::Problem> problems(index_t n) {
 }
 
 struct Model {
-  Net net{tiny_config()};
+  Net net{test::tiny_policy_config()};
   std::vector<float> params;
   Model() : params(net.num_params()) { net.layout().initialize(std::span<float>(params), 3); }
 };
@@ -207,7 +195,7 @@ Selection check_against_reference(const Model& m, const std::vector<data::Proble
 /// instance, so the trainer's activation arena is left alone).
 double mean_logp(std::span<const float> params, std::span<const rl::AcceptedExample> examples) {
   const train::TokenBatch b = rl::make_token_batch(examples);
-  Net net(tiny_config());
+  Net net(test::tiny_policy_config());
   net.reserve(b.batch, b.seq);
   return -net.loss(params.data(), b.tokens_view(), b.targets_view()).mean();
 }
@@ -217,7 +205,7 @@ train::TrainConfig sft_config(std::int64_t steps) {
   c.total_steps = steps;
   c.micro_batches = 1;
   c.batch = 8;
-  c.seq = tiny_config().max_seq_len;
+  c.seq = test::tiny_policy_config().max_seq_len;
   c.max_grad_norm = 1.0;
   c.schedule = {.peak_lr = 1e-2, .min_lr = 1e-2, .warmup_steps = 0, .total_steps = 1000};
   c.seed = 3;  // the same initialisation as Model
@@ -393,7 +381,7 @@ TEST_CASE("rejection_source cycles through the accepted set as a pure function o
 
   // A train::Trainer stopped after 4 steps and resumed from its buffers ends bit-identical.
   const train::BatchSource src = rl::rejection_source(res.examples, {.seed = 9, .batch = 8, .micro_batches = 1, .max_seq = 24});
-  Net n1(tiny_config()), n2(tiny_config()), n3(tiny_config());
+  Net n1(test::tiny_policy_config()), n2(test::tiny_policy_config()), n3(test::tiny_policy_config());
   Trainer whole(n1, optim::AdamW{}, sft_config(10));
   while (!whole.done()) whole.run_step(src);
   Trainer first(n2, optim::AdamW{}, sft_config(10));
@@ -411,7 +399,7 @@ TEST_CASE("rejection_source cycles through the accepted set as a pure function o
 
 TEST_CASE("Fine-tuning on the accepted set raises its log-probability and the next round's acceptance rate") {
   const auto probs = problems(16);
-  Net net(tiny_config());
+  Net net(test::tiny_policy_config());
   Trainer t(net, optim::AdamW{.config = {.weight_decay = 0.0}}, sft_config(30));
   const std::vector<float> init(t.params().begin(), t.params().end());
   rl::RejectionConfig cfg = base_config();
@@ -470,7 +458,7 @@ TEST_CASE("rejection_sample and rejection_source refuse bad input, naming it") {
   CHECK_THROWS_WITH_AS(rl::rejection_sample(m.net, std::span<const float>(short_params), ps, infer::Temperature{1.0f},
                                             CountTargets{}, base_config()),
                        doctest::Contains("10 parameters"), Error);
-  model::Config big = tiny_config();
+  model::Config big = test::tiny_policy_config();
   big.vocab_size = 300;
   Net other(big);
   const std::vector<float> other_params(other.num_params());
