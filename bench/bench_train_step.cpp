@@ -55,15 +55,13 @@ constexpr Size sizes[] = {{"w128_l4_h4_f384", 128, 4, 4, 384}, {"w256_l6_h8_f768
 constexpr index_t train_batch = 32, seq = 64, eval_batch = 64;
 
 model::Config config_of(const Size& s) {
-  model::Config c;
-  c.vocab_size = 262;
-  c.hidden_size = s.width;
-  c.num_layers = s.layers;
-  c.num_heads = s.heads;
-  c.num_kv_heads = s.heads;
-  c.intermediate_size = s.ffn;
-  c.max_seq_len = seq;
-  return c;
+  return {.vocab_size = 262,
+          .hidden_size = s.width,
+          .num_layers = s.layers,
+          .num_heads = s.heads,
+          .num_kv_heads = s.heads,
+          .intermediate_size = s.ffn,
+          .max_seq_len = seq};
 }
 
 /// Parameters that take part in matrix products: every matrix but the embedding table.

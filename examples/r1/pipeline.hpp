@@ -120,15 +120,13 @@ inline data::HeldOut eval_set(const Options& o) {
 inline data::Curriculum sft_curriculum(std::int64_t steps) { return data::Curriculum::standard(steps, 0.2, 0.8); }
 
 inline model::Config config_of(const ModelSize& m, index_t seq) {
-  model::Config c;
-  c.vocab_size = data::Tokenizer::vocab_size;
-  c.hidden_size = m.width;
-  c.num_layers = m.layers;
-  c.num_heads = m.heads;
-  c.num_kv_heads = m.kv_heads;
-  c.intermediate_size = m.ffn;
-  c.max_seq_len = seq;
-  return c;
+  return {.vocab_size = data::Tokenizer::vocab_size,
+          .hidden_size = m.width,
+          .num_layers = m.layers,
+          .num_heads = m.heads,
+          .num_kv_heads = m.kv_heads,
+          .intermediate_size = m.ffn,
+          .max_seq_len = seq};
 }
 
 /// A model's evaluation, named.

@@ -117,14 +117,13 @@ int main(int argc, char** argv) try {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
 
-  model::Config mc;
-  mc.vocab_size = data::Tokenizer::vocab_size;
-  mc.hidden_size = o.width;
-  mc.num_layers = o.layers;
-  mc.num_heads = o.heads;
-  mc.num_kv_heads = o.kv_heads;
-  mc.intermediate_size = o.ffn;
-  mc.max_seq_len = o.seq;
+  const model::Config mc{.vocab_size = data::Tokenizer::vocab_size,
+                         .hidden_size = o.width,
+                         .num_layers = o.layers,
+                         .num_heads = o.heads,
+                         .num_kv_heads = o.kv_heads,
+                         .intermediate_size = o.ffn,
+                         .max_seq_len = o.seq};
   Net net(mc);
 
   train::TrainConfig tc;

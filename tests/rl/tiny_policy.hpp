@@ -22,16 +22,14 @@ using TinyNet = model::Transformer<attention::MultiHead<attention::Shape{.head_d
 /// 2 layers, width 32, GQA 4/2 heads. The default init_std gives near-uniform next-token
 /// distributions; a larger one gives peaked, question-dependent ones.
 inline model::Config tiny_policy_config(index_t max_seq_len = 24, double init_std = 0.02) {
-  model::Config c;
-  c.vocab_size = data::Tokenizer::vocab_size;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 64;
-  c.max_seq_len = max_seq_len;
-  c.init_std = init_std;
-  return c;
+  return {.vocab_size = data::Tokenizer::vocab_size,
+          .hidden_size = 32,
+          .num_layers = 2,
+          .num_heads = 4,
+          .num_kv_heads = 2,
+          .intermediate_size = 64,
+          .max_seq_len = max_seq_len,
+          .init_std = init_std};
 }
 
 inline std::vector<float> initial_params(const TinyNet& net, std::uint64_t seed) {
