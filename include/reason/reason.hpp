@@ -25,7 +25,10 @@
 #include "reason/kernels/sgd.hpp"
 #include "reason/kernels/swiglu.hpp"
 
+#include "reason/attention/hierarchical.hpp"
 #include "reason/attention/multi_head.hpp"
+#include "reason/attention/sliding_window.hpp"
+#include "reason/attention/top_k.hpp"
 #include "reason/ffn/swiglu.hpp"
 #include "reason/linear/dense.hpp"
 #include "reason/norm/rmsnorm.hpp"

@@ -9,6 +9,7 @@ namespace reason::attention {
 struct Shape {
   int head_dim = 64;   // D: per-head width of queries, keys and values
   bool causal = true;  // false for encoders (no mask)
+  friend constexpr bool operator==(const Shape&, const Shape&) = default;
 };
 
 /// The run-time sizes an attention module is built with (mapped from model::Config).
@@ -20,6 +21,15 @@ struct Dims {
   double rope_theta = 10000.0;
   double init_std = 0.02;  // input projections
   double out_std = 0.02;   // output projection (scaled down with depth by the model)
+};
+
+/// What an attention pattern (the part between the projections: which keys a query sees and how
+/// they are cached) is built with.
+struct PatternDims {
+  long long heads = 0;     // H
+  long long kv_heads = 0;  // Hkv
+  long long head_dim = 0;  // D
+  bool causal = true;
 };
 
 }  // namespace reason::attention

@@ -327,40 +327,49 @@ T row_dot(const T* __restrict a, const T* __restrict b, index_t n) {
 }
 
 /// One query row against keys 0..n-1: p[u] = softmax_u(scale * q . k_u), out = sum_u p[u] v_u.
-///   q [D]; k, v: key u at k + u * k_step (unit inner stride); p [n] written; out [D] written.
-/// Every sum has a fixed order that depends on n and D only, so the full forward's row t and the
-/// decode step at len = t + 1 compute the same numbers.
+///   q [Dk]; k, v: key u at k + u * k_step, value u at v + u * v_step (unit inner stride);
+///   p [n] written; out [Dv] written.
+/// Every sum has a fixed order that depends on n, Dk and Dv only, so the full forward's row t and
+/// the decode step at len = t + 1 compute the same numbers.
 template <class T>
-void attend_row(const T* q, const T* k, index_t k_step, const T* v, index_t v_step, index_t n, index_t D, T scale,
-                T* p, T* out) {
-  row_dots(q, k, k_step, n, D, scale, p);
+void attend_row(const T* q, const T* k, index_t k_step, const T* v, index_t v_step, index_t n, index_t Dk,
+                index_t Dv, T scale, T* p, T* out) {
+  row_dots(q, k, k_step, n, Dk, scale, p);
   const T mx = row_max(p, n);
   const T inv = T(1) / exp_shifted(p, n, mx);
   for (index_t u = 0; u < n; ++u) p[u] *= inv;
-  for (index_t d = 0; d < D; ++d) out[d] = 0;
-  add_weighted_rows(p, index_t{1}, v, v_step, n, D, out);
+  for (index_t d = 0; d < Dv; ++d) out[d] = 0;
+  add_weighted_rows(p, index_t{1}, v, v_step, n, Dv, out);
+}
+
+/// The softmax scale: `scale` when given (> 0), else 1 / sqrt(Dk).
+template <class T>
+T softmax_scale(double scale, index_t Dk) {
+  return static_cast<T>(scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(Dk)));
 }
 
 }  // namespace detail
 
 /// Forward. Inputs are read, probs and out written.
-///   q [B, T, H, D]; k, v [B, T, Hkv, D] with H % Hkv == 0;
-///   probs [B, H, T, T] softmax probabilities saved for the backward (0 above the diagonal when
-///   causal), or an empty View when no backward will run; out [B, T, H, D]. Scale 1/sqrt(D).
+///   q [B, T, H, Dk]; k [B, T, Hkv, Dk]; v [B, T, Hkv, Dv] with H % Hkv == 0 (Dv == Dk except in
+///   MLA's expanded form); probs [B, H, T, T] softmax probabilities saved for the backward (0 above
+///   the diagonal when causal), or an empty View when no backward will run; out [B, T, H, Dv].
+///   scale: the softmax scale, 1 / sqrt(Dk) when 0.
 template <class T>
 void attention_forward(View<const std::type_identity_t<T>, 4> q, View<const std::type_identity_t<T>, 4> k,
-                       View<const std::type_identity_t<T>, 4> v, bool causal, View<T, 4> probs, View<T, 4> out) {
+                       View<const std::type_identity_t<T>, 4> v, bool causal, View<T, 4> probs, View<T, 4> out,
+                       double scale = 0) {
   constexpr const char* fn = "attention_forward";
-  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], D = q.shape[3], Hkv = k.shape[2];
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, Tn, H, D});
-  expect_view(k, fn, "k", {B, Tn, Hkv, D});
-  expect_view(v, fn, "v", {B, Tn, Hkv, D});
-  expect_view(out, fn, "out", {B, Tn, H, D});
+  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], Dk = q.shape[3], Hkv = k.shape[2], Dv = v.shape[3];
+  const index_t group = detail::gqa_group(fn, H, Hkv, Dk);
+  expect_view(q, fn, "q", {B, Tn, H, Dk});
+  expect_view(k, fn, "k", {B, Tn, Hkv, Dk});
+  expect_view(v, fn, "v", {B, Tn, Hkv, Dv});
+  expect_view(out, fn, "out", {B, Tn, H, Dv});
   const bool save = probs.data != nullptr;
   if (save) expect_view(probs, fn, "probs", {B, H, Tn, Tn});
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
-  const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, Tn * Tn * D));
+  const T s = detail::softmax_scale<T>(scale, Dk);
+  const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, Tn * Tn * (Dk + Dv)));
   parallel_for(B * H, grain, [&](index_t i0, index_t i1) {
     std::vector<T> scratch(save ? 0 : Tn);
     for (index_t i = i0; i < i1; ++i) {
@@ -368,7 +377,7 @@ void attention_forward(View<const std::type_identity_t<T>, 4> q, View<const std:
       for (index_t t = 0; t < Tn; ++t) {
         const index_t n = causal ? t + 1 : Tn;
         T* p = save ? probs.row(b, h, t) : scratch.data();
-        detail::attend_row(q.row(b, t, h), k.row(b, 0, g), k.stride[1], v.row(b, 0, g), v.stride[1], n, D, scale, p,
+        detail::attend_row(q.row(b, t, h), k.row(b, 0, g), k.stride[1], v.row(b, 0, g), v.stride[1], n, Dk, Dv, s, p,
                            out.row(b, t, h));
         if (save) std::fill(p + n, p + Tn, T(0));
       }
@@ -377,33 +386,36 @@ void attention_forward(View<const std::type_identity_t<T>, 4> q, View<const std:
 }
 
 /// Backward. Overwrites dq, dk and dv (activation gradients).
-///   q [B, T, H, D]; k, v [B, T, Hkv, D]; probs [B, H, T, T] from attention_forward on the same
-///   inputs (its zeros carry the causal mask); dout [B, T, H, D]; dq [B, T, H, D]; dk, dv [B, T, Hkv, D].
+///   q [B, T, H, Dk]; k [B, T, Hkv, Dk]; v [B, T, Hkv, Dv]; probs [B, H, T, T] from attention_forward
+///   on the same inputs (its zeros carry the causal mask, and any other mask: a key whose
+///   probability is 0 gets no gradient from that row); dout [B, T, H, Dv]; dq [B, T, H, Dk];
+///   dk [B, T, Hkv, Dk]; dv [B, T, Hkv, Dv]. scale as in the forward.
 template <class T>
 void attention_backward(View<const std::type_identity_t<T>, 4> q, View<const std::type_identity_t<T>, 4> k,
                         View<const std::type_identity_t<T>, 4> v, View<const std::type_identity_t<T>, 4> probs,
-                        View<const std::type_identity_t<T>, 4> dout, View<T, 4> dq, View<T, 4> dk, View<T, 4> dv) {
+                        View<const std::type_identity_t<T>, 4> dout, View<T, 4> dq, View<T, 4> dk, View<T, 4> dv,
+                        double scale = 0) {
   constexpr const char* fn = "attention_backward";
-  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], D = q.shape[3], Hkv = k.shape[2];
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, Tn, H, D});
-  expect_view(k, fn, "k", {B, Tn, Hkv, D});
-  expect_view(v, fn, "v", {B, Tn, Hkv, D});
+  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], Dk = q.shape[3], Hkv = k.shape[2], Dv = v.shape[3];
+  const index_t group = detail::gqa_group(fn, H, Hkv, Dk);
+  expect_view(q, fn, "q", {B, Tn, H, Dk});
+  expect_view(k, fn, "k", {B, Tn, Hkv, Dk});
+  expect_view(v, fn, "v", {B, Tn, Hkv, Dv});
   expect_view(probs, fn, "probs", {B, H, Tn, Tn});
-  expect_view(dout, fn, "dout", {B, Tn, H, D});
-  expect_view(dq, fn, "dq", {B, Tn, H, D});
-  expect_view(dk, fn, "dk", {B, Tn, Hkv, D});
-  expect_view(dv, fn, "dv", {B, Tn, Hkv, D});
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
-  const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, group * Tn * Tn * D));
+  expect_view(dout, fn, "dout", {B, Tn, H, Dv});
+  expect_view(dq, fn, "dq", {B, Tn, H, Dk});
+  expect_view(dk, fn, "dk", {B, Tn, Hkv, Dk});
+  expect_view(dv, fn, "dv", {B, Tn, Hkv, Dv});
+  const T s = detail::softmax_scale<T>(scale, Dk);
+  const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, group * Tn * Tn * (Dk + Dv)));
   parallel_for(B * Hkv, grain, [&](index_t i0, index_t i1) {
     std::vector<T> dsm(Tn * Tn);   // [T, T] dS of one (batch, query head), scale included
     std::vector<index_t> first(Tn);  // first[u]: the first query row whose probabilities reach key u
     for (index_t i = i0; i < i1; ++i) {
       const index_t b = i / Hkv, g = i % Hkv;
       for (index_t u = 0; u < Tn; ++u) {
-        std::fill(dk.row(b, u, g), dk.row(b, u, g) + D, T(0));
-        std::fill(dv.row(b, u, g), dv.row(b, u, g) + D, T(0));
+        std::fill(dk.row(b, u, g), dk.row(b, u, g) + Dk, T(0));
+        std::fill(dv.row(b, u, g), dv.row(b, u, g) + Dv, T(0));
       }
       for (index_t h = g * group; h < (g + 1) * group; ++h) {
         // Rows: dP[t, u] = dout_t . v_u, dS[t, u] = P[t, u] (dP[t, u] - sum_u' P[t, u'] dP[t, u']) * scale,
@@ -417,13 +429,13 @@ void attention_backward(View<const std::type_identity_t<T>, 4> q, View<const std
             for (int j = 1; j <= 8; ++j) zero &= p[n - j] == T(0);
           while (n > 0 && p[n - 1] == T(0)) --n;
           T* ds = dsm.data() + t * Tn;
-          detail::row_dots(dout.row(b, t, h), v.row(b, 0, g), v.stride[1], n, D, T(1), ds);
+          detail::row_dots(dout.row(b, t, h), v.row(b, 0, g), v.stride[1], n, Dv, T(1), ds);
           const T pdp = detail::row_dot(p, static_cast<const T*>(ds), n);
-          for (index_t u = 0; u < n; ++u) ds[u] = p[u] * (ds[u] - pdp) * scale;
+          for (index_t u = 0; u < n; ++u) ds[u] = p[u] * (ds[u] - pdp) * s;
           std::fill(ds + n, ds + Tn, T(0));
           T* gq = dq.row(b, t, h);
-          std::fill(gq, gq + D, T(0));
-          detail::add_weighted_rows(static_cast<const T*>(ds), index_t{1}, k.row(b, 0, g), k.stride[1], n, D, gq);
+          std::fill(gq, gq + Dk, T(0));
+          detail::add_weighted_rows(static_cast<const T*>(ds), index_t{1}, k.row(b, 0, g), k.stride[1], n, Dk, gq);
           for (reach = std::max(reach, n); next < reach; ++next) first[next] = t;
         }
         for (; next < Tn; ++next) first[next] = Tn;
@@ -432,9 +444,9 @@ void attention_backward(View<const std::type_identity_t<T>, 4> q, View<const std
           const index_t f = first[u];
           if (f == Tn) continue;
           detail::add_weighted_rows(static_cast<const T*>(dsm.data() + f * Tn + u), Tn, q.row(b, f, h), q.stride[1],
-                                    Tn - f, D, dk.row(b, u, g));
+                                    Tn - f, Dk, dk.row(b, u, g));
           detail::add_weighted_rows(probs.row(b, h, f) + u, probs.stride[2], dout.row(b, f, h), dout.stride[1], Tn - f,
-                                    D, dv.row(b, u, g));
+                                    Dv, dv.row(b, u, g));
         }
       }
     }
@@ -442,28 +454,31 @@ void attention_backward(View<const std::type_identity_t<T>, 4> q, View<const std
 }
 
 /// One decoding step against a KV cache: the new token's query attends to positions [0, len).
-///   q [B, H, D]; k_cache, v_cache [B, S, Hkv, D] holding positions 0..len-1 (1 <= len <= S);
-///   out [B, H, D] written. Equal, bit for bit, to row len-1 of the causal attention_forward.
+///   q [B, H, Dk]; k_cache [B, S, Hkv, Dk], v_cache [B, S, Hkv, Dv] holding positions 0..len-1
+///   (1 <= len <= S); out [B, H, Dv] written. scale as in the forward (MLA's absorbed decode
+///   passes the scale of its expanded form). Equal, bit for bit, to row len-1 of the causal
+///   attention_forward. v_cache may alias the first Dv columns of k_cache (MLA's latent).
 template <class T>
 void attention_decode(View<const std::type_identity_t<T>, 3> q, View<const std::type_identity_t<T>, 4> k_cache,
-                      View<const std::type_identity_t<T>, 4> v_cache, index_t len, View<T, 3> out) {
+                      View<const std::type_identity_t<T>, 4> v_cache, index_t len, View<T, 3> out, double scale = 0) {
   constexpr const char* fn = "attention_decode";
-  const index_t B = q.shape[0], H = q.shape[1], D = q.shape[2], S = k_cache.shape[1], Hkv = k_cache.shape[2];
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, H, D});
-  expect_view(k_cache, fn, "k_cache", {B, S, Hkv, D});
-  expect_view(v_cache, fn, "v_cache", {B, S, Hkv, D});
-  expect_view(out, fn, "out", {B, H, D});
+  const index_t B = q.shape[0], H = q.shape[1], Dk = q.shape[2], S = k_cache.shape[1], Hkv = k_cache.shape[2],
+                Dv = v_cache.shape[3];
+  const index_t group = detail::gqa_group(fn, H, Hkv, Dk);
+  expect_view(q, fn, "q", {B, H, Dk});
+  expect_view(k_cache, fn, "k_cache", {B, S, Hkv, Dk});
+  expect_view(v_cache, fn, "v_cache", {B, S, Hkv, Dv});
+  expect_view(out, fn, "out", {B, H, Dv});
   REASON_CHECK(len >= 1 && len <= S, fn, ": len ", len, " is out of range [1, ", S, "] of the cache (k_cache shape ",
                shape_string(k_cache.shape), ")");
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(D)));
-  const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, len * D));
+  const T s = detail::softmax_scale<T>(scale, Dk);
+  const index_t grain = std::max<index_t>(1, 32768 / std::max<index_t>(1, len * (Dk + Dv)));
   parallel_for(B * H, grain, [&](index_t i0, index_t i1) {
     std::vector<T> p(len);
     for (index_t i = i0; i < i1; ++i) {
       const index_t b = i / H, h = i % H, g = h / group;
       detail::attend_row(q.row(b, h), k_cache.row(b, 0, g), k_cache.stride[1], v_cache.row(b, 0, g),
-                         v_cache.stride[1], len, D, scale, p.data(), out.row(b, h));
+                         v_cache.stride[1], len, Dk, Dv, s, p.data(), out.row(b, h));
     }
   });
 }

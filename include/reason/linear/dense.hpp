@@ -42,8 +42,11 @@ struct Dense {
                                   bias_ ? vector_at(grads, bias_offset_, out_) : View<T, 1>{});
     }
 
+    /// The weight [out, in] inside `params`, for a module that folds it into another product
+    /// (MLA's absorbed decode). A quantized policy need not offer it.
+    [[nodiscard]] View<const T, 2> weight(const T* p) const { return matrix_at(p, weight_, out_, in_); }
+
    private:
-    View<const T, 2> weight(const T* p) const { return matrix_at(p, weight_, out_, in_); }
     View<const T, 1> bias(const T* p) const { return bias_ ? vector_at(p, bias_offset_, out_) : View<const T, 1>{}; }
 
     index_t in_ = 0, out_ = 0;

@@ -37,7 +37,12 @@ concept NormPolicy = std::constructible_from<typename N::template Module<float>,
 };
 
 /// An attention policy: compile-time head_dim; Module<T, Linear> with Saved/Scratch/Cache,
-/// forward/backward for training and decode against its own KV cache layout.
+/// forward/backward for training and decode against its own KV cache layout:
+///   cache_elems(max_seq)   elements of one sequence's cache in one layer, for max_seq positions
+///                          (a ring buffer's does not grow past its window);
+///   cache_history()        how many past positions the cache keeps (0: all of them), which
+///                          bounds how far decoding may rewind;
+///   cache_at(memory, batch, max_seq), decode_scratch_elems(batch), decode(...).
 template <class A>
 concept AttentionPolicy = std::constructible_from<typename A::template Module<float, linear::Dense>, ParamLayout&, std::string, attention::Dims> && requires(typename A::template Module<float, linear::Dense> m, ParamLayout& layout,
                                    Arena& arena, const float* p, float* g, float* mem, View<const float, 2> x,
@@ -50,7 +55,8 @@ concept AttentionPolicy = std::constructible_from<typename A::template Module<fl
   { m.carve_scratch(arena, index_t{}, index_t{}) } -> std::same_as<typename A::template Module<float, linear::Dense>::Scratch>;
   m.forward(p, index_t{}, x, pos, m.carve(arena, index_t{}, index_t{}), y);
   m.backward(p, g, index_t{}, x, pos, m.carve(arena, index_t{}, index_t{}), m.carve_scratch(arena, index_t{}, index_t{}), x, y);
-  { m.cache_elems_per_token() } -> std::convertible_to<index_t>;
+  { m.cache_elems(index_t{}) } -> std::convertible_to<index_t>;
+  { m.cache_history() } -> std::convertible_to<index_t>;
   { m.decode_scratch_elems(index_t{}) } -> std::convertible_to<index_t>;
   m.decode(p, x, index_t{}, m.cache_at(mem, index_t{}, index_t{}), mem, y);
 };

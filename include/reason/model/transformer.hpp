@@ -205,7 +205,7 @@ class Transformer {
    private:
     friend class Transformer;
     index_t batch_ = 0, max_seq_ = 0;
-    index_t next_pos_ = 0;  // positions are fed in order; pos <= next_pos_ rewinds (rewrites the cache from there)
+    index_t next_pos_ = 0;  // positions are fed in order; pos < next_pos_ rewinds (rewrites the cache from there)
     std::size_t cache_elems_ = 0;
     std::vector<T> memory_;
     std::vector<typename Attn::template Module<T, Linear>::Cache> caches_;
@@ -222,7 +222,7 @@ class Transformer {
     DecodeState st;
     st.batch_ = batch;
     st.max_seq_ = max_seq;
-    const index_t per_layer = batch * max_seq * layers_[0].attn.cache_elems_per_token();
+    const index_t per_layer = batch * layers_[0].attn.cache_elems(max_seq);
     st.cache_elems_ = static_cast<std::size_t>(per_layer * config_.num_layers);
     st.memory_.assign(st.cache_elems_, T(0));
     for (index_t l = 0; l < config_.num_layers; ++l)
@@ -255,6 +255,10 @@ class Transformer {
     REASON_CHECK(static_cast<index_t>(st.caches_.size()) == config_.num_layers && st.x_.size(1) == config_.hidden_size,
                  "decode_step: the DecodeState was made by a model of another shape (", st.caches_.size(), " layers, width ",
                  st.x_.size(1), "; this model: ", config_.num_layers, ", ", config_.hidden_size, ")");
+    const index_t history = layers_[0].attn.cache_history();
+    REASON_CHECK(history == 0 || pos + 1 >= st.next_pos_,  // a ring buffer has overwritten what an earlier position sees
+                 "decode_step: position ", pos, " rewinds past what the cache keeps (", history,
+                 " positions, the last of them ", st.next_pos_ - 1, "; only the last position may be fed again)");
     st.next_pos_ = pos + 1;
     const index_t c = config_.hidden_size;
     kernels::embedding_forward<T>(tokens, matrix_at(params, embed_, config_.vocab_size, c), st.x_);
