@@ -26,6 +26,7 @@
 #include "reason/kernels/swiglu.hpp"
 
 #include "reason/attention/hierarchical.hpp"
+#include "reason/attention/mla.hpp"
 #include "reason/attention/multi_head.hpp"
 #include "reason/attention/sliding_window.hpp"
 #include "reason/attention/top_k.hpp"

@@ -65,13 +65,13 @@ struct Projected {
     using Cache = typename Core::Cache;
 
     Module() = default;
-    Module(ParamLayout& layout, const std::string& name, const Dims& d)
+    Module(ParamLayout& layout, const std::string& prefix, const Dims& d)
         : heads_(d.heads), kv_heads_(d.kv_heads), rope_(d.max_seq, S.head_dim, d.rope_theta) {
-      REASON_CHECK(d.heads > 0 && d.kv_heads > 0 && d.heads % d.kv_heads == 0, name, ": heads = ", d.heads,
+      REASON_CHECK(d.heads > 0 && d.kv_heads > 0 && d.heads % d.kv_heads == 0, prefix, ": heads = ", d.heads,
                    " is not a positive multiple of kv_heads = ", d.kv_heads);
-      qkv_ = typename Linear::template Module<T>(layout, name + ".qkv", d.width, (d.heads + 2 * d.kv_heads) * D, d.init_std);
-      core_ = Core(layout, name, PatternDims{d.heads, d.kv_heads, D, S.causal});
-      o_ = typename Linear::template Module<T>(layout, name + ".o", d.heads * D, d.width, d.out_std);
+      qkv_ = typename Linear::template Module<T>(layout, prefix + ".qkv", d.width, (d.heads + 2 * d.kv_heads) * D, d.init_std);
+      core_ = Core(layout, prefix, PatternDims{d.heads, d.kv_heads, D, S.causal});
+      o_ = typename Linear::template Module<T>(layout, prefix + ".o", d.heads * D, d.width, d.out_std);
     }
 
     [[nodiscard]] index_t heads() const { return heads_; }

@@ -43,7 +43,8 @@ struct Config {
     REASON_CHECK(vocab_size <= 2147483647, "model::Config: vocab_size = ", vocab_size, " does not fit the int32 token ids");
     REASON_CHECK(num_heads % num_kv_heads == 0, "model::Config: num_heads = ", num_heads,
                  " is not a multiple of num_kv_heads = ", num_kv_heads);
-    REASON_CHECK(head_dim > 0 && head_dim % 2 == 0, "model::Config: head_dim = ", head_dim, ", expected even and > 0");
+    // Evenness for RoPE is the attention policy's own compile-time check (MLA rotates only part of a head).
+    REASON_CHECK(head_dim > 0, "model::Config: head_dim = ", head_dim, ", expected > 0");
     REASON_CHECK(norm_eps > 0 && rope_theta > 0 && init_std > 0, "model::Config: rope_theta, norm_eps and init_std must be > 0");
   }
 
