@@ -396,3 +396,27 @@ TEST_CASE_TEMPLATE("window and top-k decode steps equal the training rows bit fo
     CHECK(s == doctest::Approx(1.0).epsilon(1e-6));
   }
 }
+
+TEST_CASE("a checkpoint records the attention policy: weights of one variant do not load into another") {
+  const auto c = decode_config(4, 2);
+  model::Transformer<attention::SlidingWindow<kS8, 3>, ffn::SwiGLU> window(c);
+  model::Transformer<attention::SlidingWindow<kS8, 4>, ffn::SwiGLU> window4(c);
+  model::Transformer<attention::MultiHead<kS8>, ffn::SwiGLU> full(c);
+  // the same parameter layout, so only the record tells them apart
+  REQUIRE(window.num_params() == full.num_params());
+  const auto meta = window.model_metadata();
+  CHECK(meta.at("attention") == "sliding_window(W=3)");
+  CHECK_NOTHROW(window.expect_model_metadata(meta, "checkpoint 'w.safetensors'"));
+  CHECK_THROWS_WITH_AS(full.expect_model_metadata(meta, "checkpoint 'w.safetensors'"),
+                       "checkpoint 'w.safetensors': attention is sliding_window(W=3), but this model is built with multi_head",
+                       reason::Error);
+  CHECK_THROWS_WITH_AS(window4.expect_model_metadata(meta, "checkpoint 'w.safetensors'"),
+                       doctest::Contains("but this model is built with sliding_window(W=4)"), reason::Error);
+  // files from before the record were all multi_head
+  auto old = full.model_metadata();
+  old.erase("attention");
+  CHECK_NOTHROW(full.expect_model_metadata(old, "old"));
+  CHECK_THROWS_WITH_AS(window.expect_model_metadata(old, "old"), doctest::Contains("attention is multi_head"), reason::Error);
+  using Mix = attention::Hierarchical<attention::TopK<kS8, 2>, attention::SlidingWindow<kS8, 3>, attention::PlainSum>;
+  CHECK(model::Transformer<Mix, ffn::SwiGLU>::attention_signature() == "hierarchical(top_k(k=2), sliding_window(W=3), plain_sum)");
+}

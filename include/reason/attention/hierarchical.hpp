@@ -26,10 +26,12 @@ namespace reason::attention {
 
 /// Learned per-head gates, initialised to 1 (the plain sum).
 struct LearnedGate {
+  static constexpr const char* name = "learned_gate";
   static constexpr bool learned = true;
 };
 /// The gates fixed at 1: out = global + local.
 struct PlainSum {
+  static constexpr const char* name = "plain_sum";
   static constexpr bool learned = false;
 };
 
@@ -38,6 +40,9 @@ template <class GlobalPattern, class LocalPattern, class Gate>
 struct Mixed {
   static constexpr const char* name = "hierarchical";
   static constexpr bool bidirectional = GlobalPattern::bidirectional && LocalPattern::bidirectional;
+  static std::string signature() {
+    return std::string(name) + "(" + GlobalPattern::signature() + ", " + LocalPattern::signature() + ", " + Gate::name + ")";
+  }
 
   template <class T>
   class Core {

@@ -90,6 +90,12 @@ struct Mla {
   /// The query/key width per head, dn + dr: what model::Config sees as head_dim.
   static constexpr int head_dim = S.qk_nope_head_dim + S.qk_rope_head_dim;
   static constexpr const char* name = "mla";
+  /// The policy with its compile-time numbers, recorded in checkpoints.
+  static std::string signature() {
+    return std::string(name) + "(q_lora_rank=" + std::to_string(S.q_lora_rank) + ", kv_lora_rank=" +
+           std::to_string(S.kv_lora_rank) + ", qk_nope_head_dim=" + std::to_string(S.qk_nope_head_dim) +
+           ", qk_rope_head_dim=" + std::to_string(S.qk_rope_head_dim) + ", v_head_dim=" + std::to_string(S.v_head_dim) + ")";
+  }
 
   template <class T, class Linear>
   class Module {

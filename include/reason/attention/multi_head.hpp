@@ -23,6 +23,7 @@ namespace reason::attention {
 struct Full {
   static constexpr const char* name = "multi_head";
   static constexpr bool bidirectional = true;
+  static std::string signature() { return name; }
 
   template <class T>
   class Core {

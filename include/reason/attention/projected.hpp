@@ -44,6 +44,8 @@ struct Projected {
   static constexpr int head_dim = S.head_dim;
   static constexpr const char* name = Pattern::name;
   using pattern = Pattern;
+  /// The policy with its compile-time numbers, e.g. "sliding_window(W=256)", recorded in checkpoints.
+  static std::string signature() { return Pattern::signature(); }
 
   template <class T, class Linear>
   class Module {

@@ -27,6 +27,7 @@ struct Window {
   static constexpr const char* name = "sliding_window";
   static constexpr bool bidirectional = false;
   static constexpr int window = W;
+  static std::string signature() { return std::string(name) + "(W=" + std::to_string(W) + ")"; }
 
   template <class T>
   class Core {

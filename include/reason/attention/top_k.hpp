@@ -25,6 +25,7 @@ struct TopKKeys {
   static constexpr const char* name = "top_k";
   static constexpr bool bidirectional = true;
   static constexpr int top_k = K;
+  static std::string signature() { return std::string(name) + "(k=" + std::to_string(K) + ")"; }
 
   template <class T>
   class Core : public Full::Core<T> {  // Full's saved probabilities, backward and cache; its own selection

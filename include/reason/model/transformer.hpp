@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -94,6 +95,27 @@ class Transformer {
   }
 
   [[nodiscard]] const Config& config() const { return config_; }
+  /// The attention policy with its compile-time numbers ("sliding_window(W=256)"): a checkpoint
+  /// records it, so weights trained with one variant do not load silently into another.
+  static std::string attention_signature() {
+    if constexpr (requires { Attn::signature(); }) return Attn::signature();
+    return Attn::name;
+  }
+  /// What a checkpoint records about the model: the config under Hugging Face names and "attention".
+  [[nodiscard]] std::map<std::string, std::string> model_metadata() const {
+    auto meta = config_.to_metadata(head_dim);
+    meta["attention"] = attention_signature();
+    return meta;
+  }
+  /// Throws unless checkpoint metadata `meta` describes this model (config field by field, then the
+  /// attention policy; a file without "attention" predates the record and was multi_head).
+  void expect_model_metadata(const std::map<std::string, std::string>& meta, const std::string& what) const {
+    config_.expect_same(Config::from_metadata(meta, head_dim), what.c_str());
+    const auto it = meta.find("attention");
+    const std::string saved = it == meta.end() ? std::string("multi_head") : it->second;
+    REASON_CHECK(saved == attention_signature(), what, ": attention is ", saved, ", but this model is built with ",
+                 attention_signature());
+  }
   [[nodiscard]] const ParamLayout& layout() const { return layout_; }
   [[nodiscard]] std::size_t num_params() const { return layout_.size(); }
 

@@ -108,7 +108,7 @@ void save_checkpoint(const std::filesystem::path& path, const GrpoTrainer<Net, O
   const Net& net = trainer.net();
   const ParamLayout& layout = net.layout();
   io::SafetensorsMetadata meta;
-  for (const auto& [k, v] : net.config().to_metadata(Net::head_dim)) meta[k] = v;
+  for (const auto& [k, v] : net.model_metadata()) meta[k] = v;
   for (const auto& [k, v] : detail::grpo_config_metadata(trainer.config())) meta[k] = v;
   for (const auto& [k, v] : detail::loss_metadata(Loss::config)) meta[k] = v;
   meta["format"] = grpo_checkpoint_format;

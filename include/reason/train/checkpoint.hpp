@@ -61,9 +61,7 @@ N meta_number(const io::SafetensorsMetadata& m, const std::string& key, const st
 /// The model config under Hugging Face names: read from the file and compared field by field.
 template <class Net>
 void expect_model_config(const io::SafetensorsMetadata& meta, const Net& net, const std::string& file) {
-  const std::map<std::string, std::string> model_meta(meta.begin(), meta.end());
-  const model::Config saved = model::Config::from_metadata(model_meta, Net::head_dim);
-  net.config().expect_same(saved, ("checkpoint '" + file + "'").c_str());
+  net.expect_model_metadata(std::map<std::string, std::string>(meta.begin(), meta.end()), "checkpoint '" + file + "'");
 }
 
 /// The optimizer's name and settings ("optimizer", "optimizer.<setting>"), and their check.
@@ -150,7 +148,7 @@ void save_checkpoint(const std::filesystem::path& path, const Trainer<Net, Opt>&
   Net& net = trainer.net();
   const ParamLayout& layout = net.layout();
   io::SafetensorsMetadata meta;
-  for (const auto& [k, v] : net.config().to_metadata(Net::head_dim)) meta[k] = v;
+  for (const auto& [k, v] : net.model_metadata()) meta[k] = v;
   for (const auto& [k, v] : detail::train_metadata(trainer.config())) meta[k] = v;
   meta["format"] = checkpoint_format;
   detail::put_optimizer(meta, trainer.optimizer());
