@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/attention_test_util.hpp"
 #include "reason/attention/mla.hpp"
 #include "reason/attention/multi_head.hpp"
 #include "reason/ffn/swiglu.hpp"
@@ -321,35 +322,13 @@ TEST_CASE_TEMPLATE("MLA absorbed decode against the latent cache equals the expa
 TEST_CASE("A Transformer with MLA decodes token by token to the full forward's logits, with a latent-sized cache") {
   using Net = model::Transformer<Attn, ffn::SwiGLU>;
   const model::Config c = mla_config();
-  Net net(c);
   const index_t batch = 3, seq = 10;
-  net.reserve(batch, seq);
-  std::vector<float> params(net.num_params());
-  net.layout().initialize(std::span<float>(params), test::test_seed());
-  Philox rng(test::test_seed(), 5);
-  const Tokens d = random_tokens(batch * seq, c.vocab_size, rng);
-  std::vector<float> full(static_cast<std::size_t>(batch * seq * c.vocab_size));
-  net.logits(params.data(), make_view(d.tokens.data(), batch, seq), make_view(full.data(), batch * seq, c.vocab_size));
+  const double err = test::decode_vs_forward_error<Attn>(c, batch, seq, test::test_seed());
+  MESSAGE("Transformer<Mla> decode_step vs logits(): max |diff| / max |logit| = ", err);
+  CHECK(err <= 1e-5);
 
-  auto state = net.make_decode_state(batch, seq);
-  std::vector<std::int32_t> step_tokens(batch);
-  std::vector<float> step_logits(static_cast<std::size_t>(batch * c.vocab_size));
-  double worst = 0, scale = 0;
-  for (index_t t = 0; t < seq; ++t) {
-    for (index_t b = 0; b < batch; ++b) step_tokens[b] = d.tokens[b * seq + t];
-    net.decode_step(params.data(), make_view(static_cast<const std::int32_t*>(step_tokens.data()), batch), t, state,
-                    make_view(step_logits.data(), batch, c.vocab_size));
-    for (index_t b = 0; b < batch; ++b)
-      for (index_t v = 0; v < c.vocab_size; ++v) {
-        const double e = full[(b * seq + t) * c.vocab_size + v];
-        worst = std::max(worst, std::abs(step_logits[b * c.vocab_size + v] - e));
-        scale = std::max(scale, std::abs(e));
-      }
-  }
-  MESSAGE("Transformer<Mla> decode_step vs logits(): max |diff| / max |logit| = ", worst / scale, " (max |logit| ",
-          scale, ")");
-  CHECK(scale > 0.1);  // the logits carry signal
-  CHECK(worst / scale <= 1e-5);
+  const Net net(c);
+  const auto state = net.make_decode_state(batch, seq);
 
   const std::size_t latent = kShape.kv_lora_rank + kShape.qk_rope_head_dim;
   CHECK(state.cache_bytes() == c.num_layers * batch * seq * latent * sizeof(float));
