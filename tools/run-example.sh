@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing (as root), builds one example and runs it on the CPU.
-# usage: tools/run-example.sh <sft|r1> [example arguments...]
+# usage: tools/run-example.sh <sft|r1|attention_swap> [example arguments...]
 set -euo pipefail
-example=${1:?usage: tools/run-example.sh <sft|r1> [arguments...]}
+example=${1:?usage: tools/run-example.sh <sft|r1|attention_swap> [arguments...]}
 shift
 cd "$(dirname "$0")/.."
 tools/setup-debian.sh

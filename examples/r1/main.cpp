@@ -10,7 +10,9 @@
 //              format rate and completion length on held-out problems, for every model;
 //   4 distill  a smaller student learns from the RL model's correct greedy answers to fresh
 //              problems (§2.4), with the teacher's soft targets (Hinton et al. 2015) mixed in.
-// The held-out problems are never drawn for training (data::TrainingSampler).
+// The held-out problems are never drawn for training (data::TrainingSampler). The attention policy
+// of teacher and student is the build's choice: -DREASON_EXAMPLE_ATTENTION=<variant> (multi_head,
+// sliding_window, top_k, hierarchical, mla; examples/common/attention_choice.hpp).
 //
 // Outputs in --out: metrics.jsonl (one whole line per step of every stage and per evaluation),
 // chart.svg (the curves), sft.safetensors, grpo.safetensors, student.safetensors (checkpoints;

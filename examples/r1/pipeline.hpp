@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "reason/attention/multi_head.hpp"
+#include "common/attention_choice.hpp"
 #include "reason/core/philox.hpp"
 #include "reason/data/curriculum.hpp"
 #include "reason/data/held_out.hpp"
@@ -47,8 +47,10 @@ namespace r1 {
 
 using namespace reason;
 
-// The recipe.
-using Attention = attention::MultiHead<attention::Shape{.head_dim = 32}>;  // GQA with RoPE
+// The recipe. The attention policy is the build's choice (-DREASON_EXAMPLE_ATTENTION=<variant>,
+// default multi_head: GQA with RoPE, head_dim 32); see examples/common/attention_choice.hpp.
+using AttentionChoice = examples::AttentionChoice;
+using Attention = examples::Attention;
 using Net = model::Transformer<Attention,         // attention policy
                                ffn::SwiGLU,       // feed-forward policy
                                norm::RMSNorm,     // norm policy

@@ -12,8 +12,10 @@ namespace r1 {
 inline void Pipeline::print_table() const {
   std::string levels;
   for (int l : o_.eval_levels) levels += (levels.empty() ? "" : ",") + std::to_string(l);
-  std::printf("\nheld-out evaluation (%zu problems of level %s; pass@k from n = %lld samples at temperature %.2g)\n",
-              held_out_.size(), levels.c_str(), static_cast<long long>(o_.eval_samples), static_cast<double>(o_.temperature));
+  std::printf("\nheld-out evaluation (%zu problems of level %s; pass@k from n = %lld samples at temperature %.2g; "
+              "attention %s)\n",
+              held_out_.size(), levels.c_str(), static_cast<long long>(o_.eval_samples), static_cast<double>(o_.temperature),
+              Net::attention_signature().c_str());
   std::printf("  %-8s %9s  %16s", "model", "params", "greedy accuracy");
   if (!evals_.empty())
     for (const auto& [k, v] : evals_.front().report.pass_at_k) std::printf("  pass@%-3lld", static_cast<long long>(k));

@@ -35,7 +35,7 @@ inline std::vector<float> load_weights(const std::filesystem::path& path, const 
 inline void save_weights(const std::filesystem::path& path, const Net& net, std::span<const float> params,
                          const io::SafetensorsMetadata& extra) {
   io::SafetensorsMetadata meta;
-  for (const auto& [k, v] : net.config().to_metadata(Net::head_dim)) meta[k] = v;
+  for (const auto& [k, v] : net.model_metadata()) meta[k] = v;  // the config and the attention policy
   meta["format"] = weights_format;
   for (const auto& [k, v] : extra) meta[k] = v;
   std::vector<io::SafetensorsEntry> entries;
@@ -72,6 +72,8 @@ inline int Pipeline::run() {
               static_cast<long long>(mc.num_layers), static_cast<long long>(mc.hidden_size),
               static_cast<long long>(mc.num_heads), static_cast<long long>(mc.num_kv_heads),
               static_cast<long long>(mc.intermediate_size), static_cast<long long>(mc.max_seq_len), held_out_.size());
+  std::printf("attention: %s (built with REASON_EXAMPLE_ATTENTION=%s: %s), head_dim %d\n",
+              Net::attention_signature().c_str(), AttentionChoice::name, AttentionChoice::detail, Net::head_dim);
 
   if (runs(Stage::sft)) {
     policy = run_sft(mc, resume);
@@ -246,6 +248,7 @@ inline Evaluated Pipeline::run_eval(const std::string& name, const model::Config
   }
   io::write_jsonl(out_ / ("eval_" + name + ".jsonl"), rows);
   io::Json line{{"stage", "eval"},      {"model", name},           {"params", e.params},
+                {"attention", AttentionChoice::name},
                 {"problems", r.problems}, {"accuracy", r.accuracy}, {"accuracy_se", r.accuracy_se},
                 {"format_rate", r.format_rate}, {"mean_tokens", r.mean_tokens}, {"samples", r.samples},
                 {"sampled_accuracy", r.sampled_accuracy}, {"seconds", r.seconds}};

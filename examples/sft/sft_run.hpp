@@ -1,0 +1,320 @@
+// examples/sft/sft_run.hpp — the SFT example's run as a template over the model type: flags, data,
+// the training loop (metrics, checkpoints, interruption) and the greedy held-out evaluation.
+//
+// examples/sft runs it for the attention policy the build was configured with; examples/
+// attention_swap runs the same code once per attention policy, on the same data and seed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "reason/data/arithmetic.hpp"
+#include "reason/data/curriculum.hpp"
+#include "reason/data/held_out.hpp"
+#include "reason/data/problem_json.hpp"
+#include "reason/data/sft_batch.hpp"
+#include "reason/data/sft_source.hpp"
+#include "reason/data/tokenizer.hpp"
+#include "reason/ffn/swiglu.hpp"
+#include "reason/infer/greedy.hpp"
+#include "reason/io/jsonl.hpp"
+#include "reason/io/safetensors.hpp"
+#include "reason/model/transformer.hpp"
+#include "reason/norm/rmsnorm.hpp"
+#include "reason/optim/adamw.hpp"
+#include "reason/train/checkpoint.hpp"
+#include "reason/train/progress.hpp"
+#include "reason/train/trainer.hpp"
+
+namespace sft {
+
+using namespace reason;
+
+/// The examples' model with attention policy `Attention`; the other choices are fixed.
+template <class Attention>
+using NetWith = model::Transformer<Attention,         // attention policy
+                                   ffn::SwiGLU,       // feed-forward policy
+                                   norm::RMSNorm,     // norm policy
+                                   linear::Dense,     // linear-layer policy
+                                   precision::Fp32>;  // number types
+using Optimizer = optim::AdamW;
+
+struct Options {
+  // model
+  index_t width = 128, layers = 4, heads = 4, kv_heads = 2, ffn = 384, seq = 96;
+  // training
+  std::int64_t steps = 3200;
+  int micro_batches = 1;
+  index_t batch = 32;
+  double lr = 3e-3, min_lr = 1e-4, weight_decay = 0.05, clip = 1.0;
+  std::int64_t warmup = 150;
+  std::uint64_t seed = 1234;
+  // evaluation and output
+  int eval_per_level = 128;
+  std::string out = "sft_out";
+  std::string resume;
+  std::string eval_jsonl;  // evaluate on these problems instead of generated ones
+  std::int64_t checkpoint_every = 200;
+  std::int64_t stop_after = -1;  // simulate an interruption: checkpoint and exit after this many steps
+  std::int64_t log_every = 50;
+};
+
+/// The flags of the model, the training run and the evaluation (each program adds its own output flags).
+inline void add_options(CLI::App& app, Options& o) {
+  app.add_option("--width", o.width, "model width (hidden size)")->capture_default_str();
+  app.add_option("--layers", o.layers, "transformer blocks")->capture_default_str();
+  app.add_option("--heads", o.heads, "query heads (head_dim is 32)")->capture_default_str();
+  app.add_option("--kv-heads", o.kv_heads, "key/value heads (GQA)")->capture_default_str();
+  app.add_option("--ffn", o.ffn, "SwiGLU hidden width")->capture_default_str();
+  app.add_option("--seq", o.seq, "maximum sequence length")->capture_default_str();
+  app.add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
+  app.add_option("--micro-batches", o.micro_batches, "micro-batches accumulated per step")->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
+  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "linear warmup steps")->capture_default_str();
+  app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  app.add_option("--clip", o.clip, "global gradient-norm clip (0: off)")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of data, held-out set and initialisation")->capture_default_str();
+  app.add_option("--eval-per-level", o.eval_per_level, "held-out problems per difficulty level")->capture_default_str();
+  app.add_option("--eval-jsonl", o.eval_jsonl,
+                 "held-out problems (JSONL: question, answer, difficulty, trace) instead of generated ones; "
+                 "training never draws them");
+  app.add_option("--log-every", o.log_every, "steps between progress lines when not on a terminal")->capture_default_str();
+}
+
+inline model::Config model_config(const Options& o) {
+  return {.vocab_size = data::Tokenizer::vocab_size,
+          .hidden_size = o.width,
+          .num_layers = o.layers,
+          .num_heads = o.heads,
+          .num_kv_heads = o.kv_heads,
+          .intermediate_size = o.ffn,
+          .max_seq_len = o.seq};
+}
+
+inline train::TrainConfig train_config(const Options& o) {
+  train::TrainConfig tc;
+  tc.total_steps = o.steps;
+  tc.micro_batches = o.micro_batches;
+  tc.batch = o.batch;
+  tc.seq = o.seq;
+  tc.max_grad_norm = o.clip;
+  tc.schedule = {.peak_lr = o.lr, .min_lr = o.min_lr, .warmup_steps = o.warmup, .total_steps = o.steps};
+  tc.seed = o.seed;
+  return tc;
+}
+
+/// The run's data: a held-out set first, then training problems that avoid it, drawn per (step,
+/// micro) from a counter-based stream so the batches are a pure function of the position in the
+/// run — and independent of the model, so every attention variant sees the same batches.
+/// (Not copyable: the sampler and the source refer to the members before them.)
+class Data {
+ public:
+  explicit Data(const Options& o)
+      : held_out(o.eval_jsonl.empty() ? data::make_held_out(o.seed, o.eval_per_level)
+                                      : data::HeldOut::from_problems(data::read_problems_jsonl(o.eval_jsonl))),
+        sampler(held_out),
+        curriculum(data::Curriculum::standard(o.steps)),
+        source(data::sft_source(sampler, curriculum,
+                                {.seed = o.seed, .batch = o.batch, .micro_batches = o.micro_batches, .max_seq = o.seq})) {}
+  Data(const Data&) = delete;
+  Data& operator=(const Data&) = delete;
+
+  const data::HeldOut held_out;
+  const data::TrainingSampler sampler;
+  const data::Curriculum curriculum;
+  const train::BatchSource source;
+};
+
+/// Exact-match counts of a set of held-out problems.
+struct Score {
+  int total = 0, correct = 0, formatted = 0;
+  double tokens = 0;  // completion tokens
+
+  void add(bool is_correct, bool is_formatted, std::size_t completion_tokens) {
+    ++total;
+    correct += is_correct;
+    formatted += is_formatted;
+    tokens += static_cast<double>(completion_tokens);
+  }
+  [[nodiscard]] double accuracy() const { return static_cast<double>(correct) / std::max(1, total); }
+  /// The binomial standard error of accuracy() as an estimate of the model's accuracy on the task.
+  [[nodiscard]] double standard_error() const {
+    const double p = accuracy();
+    return std::sqrt(p * (1 - p) / std::max(1, total));
+  }
+  [[nodiscard]] double format_rate() const { return static_cast<double>(formatted) / std::max(1, total); }
+  [[nodiscard]] double mean_tokens() const { return tokens / std::max(1, total); }
+};
+
+struct Evaluation {
+  std::map<int, Score> levels;
+  Score all;
+  std::vector<io::Json> rows;  // every completion (eval.jsonl)
+  double seconds = 0;
+  std::int64_t generated = 0;  // completion tokens
+  [[nodiscard]] double tokens_per_second() const { return static_cast<double>(generated) / std::max(seconds, 1e-9); }
+};
+
+struct Trained {
+  bool finished = false;  // false: interrupted, a checkpoint to resume from was written
+  double seconds = 0;     // training time of this process
+  double target_tokens_per_s = 0;
+  double final_loss = 0;  // mean loss of the last (up to) 50 steps
+};
+
+/// The lines every run prints about its data and schedule.
+inline void print_training(const Options& o, const Data& d) {
+  std::printf("training: %lld steps x %d x %lld sequences, AdamW lr %.1e cosine to %.1e after %lld warmup steps\n",
+              static_cast<long long>(o.steps), o.micro_batches, static_cast<long long>(o.batch), o.lr, o.min_lr,
+              static_cast<long long>(o.warmup));
+  std::printf("held-out: %zu problems (%s), disjoint from training\n", d.held_out.size(),
+              o.eval_jsonl.empty() ? "generated" : o.eval_jsonl.c_str());
+}
+
+/// One model trained and evaluated by the SFT recipe.
+template <class Net>
+class Run {
+ public:
+  explicit Run(const Options& o)
+      : o_(o),
+        net_(model_config(o)),
+        trainer_(net_, Optimizer{.config = {.weight_decay = o.weight_decay}}, train_config(o)) {}
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  [[nodiscard]] const Net& net() const { return net_; }
+  [[nodiscard]] train::Trainer<Net, Optimizer>& trainer() { return trainer_; }
+
+  /// The decode cache of one sequence of max_seq_len tokens, every layer.
+  [[nodiscard]] std::size_t cache_bytes_per_sequence() const {
+    return net_.make_decode_state(1, net_.config().max_seq_len).cache_bytes();
+  }
+
+  void print_model() const {
+    const model::Config& mc = net_.config();
+    std::printf("model: %lld layers, width %lld, %lld heads (%lld kv), head_dim %d, ffn %lld, vocab %lld: %zu parameters\n",
+                static_cast<long long>(mc.num_layers), static_cast<long long>(mc.hidden_size),
+                static_cast<long long>(mc.num_heads), static_cast<long long>(mc.num_kv_heads), Net::head_dim,
+                static_cast<long long>(mc.intermediate_size), static_cast<long long>(mc.vocab_size), net_.num_params());
+    const std::size_t cache = cache_bytes_per_sequence();
+    std::printf("attention: %s; decode cache %zu bytes per sequence of %lld tokens (%.0f per token)\n",
+                Net::attention_signature().c_str(), cache, static_cast<long long>(mc.max_seq_len),
+                static_cast<double>(cache) / static_cast<double>(mc.max_seq_len));
+  }
+
+  /// Trains to the last step, writing a metrics line per step and a checkpoint every
+  /// o.checkpoint_every steps and at the end. Stops early — checkpoint written, finished = false —
+  /// when *stop becomes true or after o.stop_after steps.
+  Trained train(const Data& d, io::JsonlWriter& metrics, const std::filesystem::path& ckpt,
+                const io::SafetensorsMetadata& extra, const std::atomic<bool>* stop = nullptr) {
+    auto stopping = [&] { return stop != nullptr && stop->load(); };
+    const std::int64_t tail_from = o_.steps - std::min<std::int64_t>(50, o_.steps);
+    double tail_loss = 0;
+    int tail = 0;
+    train::Progress progress(o_.steps, o_.log_every);
+    progress.restart(trainer_.step());
+    while (!trainer_.done()) {
+      std::optional<train::StepStats> s = trainer_.run_micro(d.source);
+      if (!s) {
+        if (stopping()) break;
+        continue;
+      }
+      const std::string stage = d.curriculum.stage(s->step).name;
+      progress.step(s->step, s->loss, s->lr, s->tokens, stage);
+      metrics.write({{"step", s->step + 1},
+                     {"loss", s->loss},
+                     {"lr", s->lr},
+                     {"grad_norm", s->grad_norm},
+                     {"target_tokens", s->tokens},
+                     {"target_tokens_per_s", progress.tokens_per_second()},
+                     {"elapsed_s", progress.elapsed()},
+                     {"stage", stage}});
+      if (s->step >= tail_from) {
+        tail_loss += s->loss;
+        ++tail;
+      }
+      if (stopping() || (o_.stop_after >= 0 && trainer_.step() >= o_.stop_after)) break;
+      if (o_.checkpoint_every > 0 && trainer_.step() % o_.checkpoint_every == 0) train::save_checkpoint(ckpt, trainer_, extra);
+    }
+    Trained t{.finished = trainer_.done(),
+              .seconds = progress.elapsed(),
+              .target_tokens_per_s = progress.tokens_per_second(),
+              .final_loss = tail_loss / std::max(1, tail)};
+    train::save_checkpoint(ckpt, trainer_, extra);  // the final weights, or where to resume
+    if (!t.finished)
+      progress.line("stopped at step " + std::to_string(trainer_.step()) + " (micro-batch " +
+                    std::to_string(trainer_.micro()) + "); resume with --resume " + ckpt.string());
+    return t;
+  }
+
+  /// Greedy decoding (with the KV cache) of every held-out problem, exact match of the <answer>.
+  [[nodiscard]] Evaluation evaluate(const data::HeldOut& held_out) const {
+    const auto t0 = std::chrono::steady_clock::now();
+    Evaluation e;
+    const std::size_t eval_batch = 128;
+    const std::vector<data::Problem>& problems = held_out.problems;
+    for (std::size_t first = 0; first < problems.size(); first += eval_batch) {
+      const std::size_t last = std::min(problems.size(), first + eval_batch);
+      std::vector<std::vector<std::int32_t>> prompts;
+      for (std::size_t i = first; i < last; ++i) prompts.push_back(data::prompt_tokens(problems[i]));
+      const auto completions = infer::generate_greedy(net_, trainer_.params().data(), std::span(prompts), o_.seq,
+                                                      data::Tokenizer::eos);
+      for (std::size_t i = first; i < last; ++i) {
+        const data::Problem& p = problems[i];
+        const auto& c = completions[i - first];
+        e.generated += static_cast<std::int64_t>(c.size());
+        const std::string text = "<think>" + data::Tokenizer::decode(c);
+        const auto parsed = data::parse_completion(text);
+        const bool correct = parsed && parsed->answer == p.answer;
+        e.levels[p.difficulty].add(correct, parsed.has_value(), c.size());
+        e.all.add(correct, parsed.has_value(), c.size());
+        e.rows.push_back({{"question", p.question}, {"answer", p.answer}, {"difficulty", p.difficulty},
+                          {"completion", io::utf8_sanitized(text)}, {"correct", correct}});
+      }
+    }
+    e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return e;
+  }
+
+ private:
+  Options o_;
+  Net net_;
+  train::Trainer<Net, Optimizer> trainer_;
+};
+
+/// Prints the evaluation per level, writes its lines to `metrics` (tagged with the attention
+/// variant) and every completion to <dir>/eval.jsonl.
+inline void report(const Evaluation& e, const std::filesystem::path& dir, io::JsonlWriter& metrics,
+                   const std::string& attention) {
+  io::write_jsonl(dir / "eval.jsonl", e.rows);
+  std::printf("\nheld-out exact-match accuracy (greedy, %d problems, %.1f s, %.0f generated tokens/s)\n", e.all.total,
+              e.seconds, e.tokens_per_second());
+  std::printf("  level  problems  correct  accuracy  format-ok  mean tokens\n");
+  for (const auto& [level, sc] : e.levels) {
+    std::printf("  %5d  %8d  %7d  %7.1f%%  %8.1f%%  %11.1f\n", level, sc.total, sc.correct, 100 * sc.accuracy(),
+                100 * sc.format_rate(), sc.mean_tokens());
+    metrics.write({{"eval_level", level},
+                   {"problems", sc.total},
+                   {"accuracy", sc.accuracy()},
+                   {"format_ok", sc.format_rate()},
+                   {"mean_response_tokens", sc.mean_tokens()},
+                   {"attention", attention}});
+  }
+  std::printf("  all    %8d  %7d  %7.1f%% ± %.1f (standard error)\n", e.all.total, e.all.correct, 100 * e.all.accuracy(),
+              100 * e.all.standard_error());
+}
+
+}  // namespace sft
