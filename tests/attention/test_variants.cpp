@@ -88,7 +88,8 @@ TEST_CASE_TEMPLATE("attention policy forward equals a naive float64 module", Cas
   const std::uint64_t seed = test::test_seed();
   INFO("seed " << seed << ", policy " << Case::Policy::name);
   const index_t batch = 2, seq = 7;
-  for (const auto& [heads, kv] : {std::pair<index_t, index_t>{4, 4}, {4, 2}, {4, 1}}) {
+  for (const auto& hk : {std::pair<index_t, index_t>{4, 4}, {4, 2}, {4, 1}}) {
+    const index_t heads = hk.first, kv = hk.second;  // named variables: INFO captures them
     const auto dims = small_dims(heads, kv);
     INFO("heads " << heads << ", kv_heads " << kv);
     test::ModuleRig<typename Case::Policy, double> rig(dims, batch, seq, seed);
@@ -258,7 +259,8 @@ TEST_CASE_TEMPLATE("decoding token by token with each policy's cache gives the f
                    attention::Hierarchical<attention::MultiHead<kS8>, attention::SlidingWindow<kS8, 4>>,
                    attention::Hierarchical<attention::TopK<kS8, 2>, attention::SlidingWindow<kS8, 3>, attention::PlainSum>) {
   INFO("policy " << A::name << ", seed " << test::test_seed());
-  for (const auto& [heads, kv] : {std::pair<index_t, index_t>{4, 4}, {4, 2}, {4, 1}}) {
+  for (const auto& hk : {std::pair<index_t, index_t>{4, 4}, {4, 2}, {4, 1}}) {
+    const index_t heads = hk.first, kv = hk.second;  // named variables: INFO captures them
     INFO("heads " << heads << ", kv_heads " << kv);
     // 11 positions: well past every window above
     const double err = test::decode_vs_forward_error<A>(decode_config(heads, kv), 3, 11, test::test_seed());

@@ -51,6 +51,44 @@ inline index_t gqa_group(const char* fn, index_t H, index_t Hkv, index_t D) {
   return H / Hkv;
 }
 
+/// The sizes of a training-time call, read from q [B, T, H, Dk], k [B, T, Hkv, Dk], v [B, T, Hkv, Dv]
+/// and out (or dout) [B, T, H, Dv], all checked; `same_width` also requires Dv == Dk.
+struct AttentionSizes {
+  index_t B, T, H, Hkv, Dk, Dv, group;
+};
+template <class T, class Out>
+AttentionSizes check_attention(const char* fn, const View<const T, 4>& q, const View<const T, 4>& k,
+                               const View<const T, 4>& v, const View<Out, 4>& out, const char* out_name,
+                               bool same_width) {
+  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], Dk = q.shape[3], Hkv = k.shape[2];
+  const index_t Dv = same_width ? Dk : v.shape[3];
+  const index_t group = gqa_group(fn, H, Hkv, Dk);
+  expect_view(q, fn, "q", {B, Tn, H, Dk});
+  expect_view(k, fn, "k", {B, Tn, Hkv, Dk});
+  expect_view(v, fn, "v", {B, Tn, Hkv, Dv});
+  expect_view(out, fn, out_name, {B, Tn, H, Dv});
+  return {B, Tn, H, Hkv, Dk, Dv, group};
+}
+
+/// The sizes of a decoding step, read from q [B, H, Dk], caches k [B, S, Hkv, Dk], v [B, S, Hkv, Dv]
+/// and out [B, H, Dv], all checked; `same_width` also requires Dv == Dk.
+struct DecodeSizes {
+  index_t B, H, S, Hkv, Dk, Dv, group;
+};
+template <class T>
+DecodeSizes check_decode(const char* fn, const View<const T, 3>& q, const View<const T, 4>& k_cache,
+                         const View<const T, 4>& v_cache, const View<T, 3>& out, const char* k_name, const char* v_name,
+                         bool same_width) {
+  const index_t B = q.shape[0], H = q.shape[1], Dk = q.shape[2], S = k_cache.shape[1], Hkv = k_cache.shape[2];
+  const index_t Dv = same_width ? Dk : v_cache.shape[3];
+  const index_t group = gqa_group(fn, H, Hkv, Dk);
+  expect_view(q, fn, "q", {B, H, Dk});
+  expect_view(k_cache, fn, k_name, {B, S, Hkv, Dk});
+  expect_view(v_cache, fn, v_name, {B, S, Hkv, Dv});
+  expect_view(out, fn, "out", {B, H, Dv});
+  return {B, H, S, Hkv, Dk, Dv, group};
+}
+
 /// Lanes of the partial sums: 32 bytes' worth (8 floats, 4 doubles), held as two packs of 16 bytes.
 /// Sums over D and over keys are kept in this many independent partial sums, element i in lane
 /// i % kLanes, and added pairwise at the end: a fixed order, the same on every thread and for every
@@ -360,12 +398,8 @@ void attention_forward(View<const std::type_identity_t<T>, 4> q, View<const std:
                        View<const std::type_identity_t<T>, 4> v, bool causal, View<T, 4> probs, View<T, 4> out,
                        double scale = 0) {
   constexpr const char* fn = "attention_forward";
-  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], Dk = q.shape[3], Hkv = k.shape[2], Dv = v.shape[3];
-  const index_t group = detail::gqa_group(fn, H, Hkv, Dk);
-  expect_view(q, fn, "q", {B, Tn, H, Dk});
-  expect_view(k, fn, "k", {B, Tn, Hkv, Dk});
-  expect_view(v, fn, "v", {B, Tn, Hkv, Dv});
-  expect_view(out, fn, "out", {B, Tn, H, Dv});
+  const auto sz = detail::check_attention<T>(fn, q, k, v, out, "out", false);
+  const index_t B = sz.B, Tn = sz.T, H = sz.H, Dk = sz.Dk, Dv = sz.Dv, group = sz.group;
   const bool save = probs.data != nullptr;
   if (save) expect_view(probs, fn, "probs", {B, H, Tn, Tn});
   const T s = detail::softmax_scale<T>(scale, Dk);
@@ -396,13 +430,9 @@ void attention_backward(View<const std::type_identity_t<T>, 4> q, View<const std
                         View<const std::type_identity_t<T>, 4> dout, View<T, 4> dq, View<T, 4> dk, View<T, 4> dv,
                         double scale = 0) {
   constexpr const char* fn = "attention_backward";
-  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], Dk = q.shape[3], Hkv = k.shape[2], Dv = v.shape[3];
-  const index_t group = detail::gqa_group(fn, H, Hkv, Dk);
-  expect_view(q, fn, "q", {B, Tn, H, Dk});
-  expect_view(k, fn, "k", {B, Tn, Hkv, Dk});
-  expect_view(v, fn, "v", {B, Tn, Hkv, Dv});
+  const auto sz = detail::check_attention<T>(fn, q, k, v, dout, "dout", false);
+  const index_t B = sz.B, Tn = sz.T, H = sz.H, Hkv = sz.Hkv, Dk = sz.Dk, Dv = sz.Dv, group = sz.group;
   expect_view(probs, fn, "probs", {B, H, Tn, Tn});
-  expect_view(dout, fn, "dout", {B, Tn, H, Dv});
   expect_view(dq, fn, "dq", {B, Tn, H, Dk});
   expect_view(dk, fn, "dk", {B, Tn, Hkv, Dk});
   expect_view(dv, fn, "dv", {B, Tn, Hkv, Dv});
@@ -462,13 +492,8 @@ template <class T>
 void attention_decode(View<const std::type_identity_t<T>, 3> q, View<const std::type_identity_t<T>, 4> k_cache,
                       View<const std::type_identity_t<T>, 4> v_cache, index_t len, View<T, 3> out, double scale = 0) {
   constexpr const char* fn = "attention_decode";
-  const index_t B = q.shape[0], H = q.shape[1], Dk = q.shape[2], S = k_cache.shape[1], Hkv = k_cache.shape[2],
-                Dv = v_cache.shape[3];
-  const index_t group = detail::gqa_group(fn, H, Hkv, Dk);
-  expect_view(q, fn, "q", {B, H, Dk});
-  expect_view(k_cache, fn, "k_cache", {B, S, Hkv, Dk});
-  expect_view(v_cache, fn, "v_cache", {B, S, Hkv, Dv});
-  expect_view(out, fn, "out", {B, H, Dv});
+  const auto sz = detail::check_decode<T>(fn, q, k_cache, v_cache, out, "k_cache", "v_cache", false);
+  const index_t B = sz.B, H = sz.H, S = sz.S, Dk = sz.Dk, Dv = sz.Dv, group = sz.group;
   REASON_CHECK(len >= 1 && len <= S, fn, ": len ", len, " is out of range [1, ", S, "] of the cache (k_cache shape ",
                shape_string(k_cache.shape), ")");
   const T s = detail::softmax_scale<T>(scale, Dk);

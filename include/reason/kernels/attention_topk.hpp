@@ -67,12 +67,8 @@ void attention_topk_forward(View<const std::type_identity_t<T>, 4> q, View<const
                             View<T, 4> out) {
   constexpr const char* fn = "attention_topk_forward";
   detail::check_top_k(fn, top_k);
-  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], D = q.shape[3], Hkv = k.shape[2];
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, Tn, H, D});
-  expect_view(k, fn, "k", {B, Tn, Hkv, D});
-  expect_view(v, fn, "v", {B, Tn, Hkv, D});
-  expect_view(out, fn, "out", {B, Tn, H, D});
+  const auto sz = detail::check_attention<T>(fn, q, k, v, out, "out", true);
+  const index_t B = sz.B, Tn = sz.T, H = sz.H, D = sz.Dk, group = sz.group;
   const bool save = probs.data != nullptr;
   if (save) expect_view(probs, fn, "probs", {B, H, Tn, Tn});
   const T scale = detail::softmax_scale<T>(0, D);
@@ -101,12 +97,8 @@ void attention_topk_decode(View<const std::type_identity_t<T>, 3> q, View<const 
                            View<T, 3> out) {
   constexpr const char* fn = "attention_topk_decode";
   detail::check_top_k(fn, top_k);
-  const index_t B = q.shape[0], H = q.shape[1], D = q.shape[2], S = k_cache.shape[1], Hkv = k_cache.shape[2];
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, H, D});
-  expect_view(k_cache, fn, "k_cache", {B, S, Hkv, D});
-  expect_view(v_cache, fn, "v_cache", {B, S, Hkv, D});
-  expect_view(out, fn, "out", {B, H, D});
+  const auto sz = detail::check_decode<T>(fn, q, k_cache, v_cache, out, "k_cache", "v_cache", true);
+  const index_t B = sz.B, H = sz.H, S = sz.S, D = sz.Dk, group = sz.group;
   REASON_CHECK(len >= 1 && len <= S, fn, ": len ", len, " is out of range [1, ", S, "] of the cache (k_cache shape ",
                shape_string(k_cache.shape), ")");
   const T scale = detail::softmax_scale<T>(0, D);

@@ -70,12 +70,9 @@ void attention_window_forward(View<const std::type_identity_t<T>, 4> q, View<con
                               View<T, 4> out) {
   constexpr const char* fn = "attention_window_forward";
   detail::check_window(fn, window);
-  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], D = q.shape[3], Hkv = k.shape[2], W = window;
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, Tn, H, D});
-  expect_view(k, fn, "k", {B, Tn, Hkv, D});
-  expect_view(v, fn, "v", {B, Tn, Hkv, D});
-  expect_view(out, fn, "out", {B, Tn, H, D});
+  const auto sz = detail::check_attention<T>(fn, q, k, v, out, "out", true);
+  const index_t B = sz.B, Tn = sz.T, H = sz.H, D = sz.Dk, group = sz.group;
+  const index_t W = window;
   const bool save = probs.data != nullptr;
   if (save) expect_view(probs, fn, "probs", {B, H, Tn, W});
   const T scale = detail::softmax_scale<T>(0, D);
@@ -111,13 +108,10 @@ void attention_window_backward(View<const std::type_identity_t<T>, 4> q, View<co
                                View<T, 4> dq, View<T, 4> dk, View<T, 4> dv) {
   constexpr const char* fn = "attention_window_backward";
   detail::check_window(fn, window);
-  const index_t B = q.shape[0], Tn = q.shape[1], H = q.shape[2], D = q.shape[3], Hkv = k.shape[2], W = window;
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, Tn, H, D});
-  expect_view(k, fn, "k", {B, Tn, Hkv, D});
-  expect_view(v, fn, "v", {B, Tn, Hkv, D});
+  const auto sz = detail::check_attention<T>(fn, q, k, v, dout, "dout", true);
+  const index_t B = sz.B, Tn = sz.T, H = sz.H, Hkv = sz.Hkv, D = sz.Dk, group = sz.group;
+  const index_t W = window;
   expect_view(probs, fn, "probs", {B, H, Tn, W});
-  expect_view(dout, fn, "dout", {B, Tn, H, D});
   expect_view(dq, fn, "dq", {B, Tn, H, D});
   expect_view(dk, fn, "dk", {B, Tn, Hkv, D});
   expect_view(dv, fn, "dv", {B, Tn, Hkv, D});
@@ -169,12 +163,8 @@ void attention_window_decode(View<const std::type_identity_t<T>, 3> q, View<cons
                              View<T, 3> out) {
   constexpr const char* fn = "attention_window_decode";
   detail::check_window(fn, window);
-  const index_t B = q.shape[0], H = q.shape[1], D = q.shape[2], R = k_ring.shape[1], Hkv = k_ring.shape[2];
-  const index_t group = detail::gqa_group(fn, H, Hkv, D);
-  expect_view(q, fn, "q", {B, H, D});
-  expect_view(k_ring, fn, "k_ring", {B, R, Hkv, D});
-  expect_view(v_ring, fn, "v_ring", {B, R, Hkv, D});
-  expect_view(out, fn, "out", {B, H, D});
+  const auto sz = detail::check_decode<T>(fn, q, k_ring, v_ring, out, "k_ring", "v_ring", true);
+  const index_t B = sz.B, H = sz.H, R = sz.S, D = sz.Dk, group = sz.group;
   REASON_CHECK(R == window || (R < window && pos < R), fn, ": a ring of ", R, " slots cannot hold position ", pos,
                " of a window of ", window, " (k_ring shape ", shape_string(k_ring.shape), ")");
   REASON_CHECK(pos >= 0, fn, ": position ", pos, " is negative");
