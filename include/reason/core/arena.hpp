@@ -24,12 +24,16 @@ class Arena {
   /// A measuring arena: allocations only count bytes (pointers are null).
   Arena() = default;
   explicit Arena(std::size_t bytes) { reserve(bytes); }
+  /// An arena over `bytes` of someone else's memory (a piece of another arena), which it does not
+  /// own; over nullptr it measures, so a module can carve sub-pieces during the outer measuring pass.
+  Arena(std::byte* external, std::size_t bytes) : base_(external), capacity_(external ? bytes : 0), measuring_(external == nullptr) {}
 
   /// Owns a buffer of `bytes` (rounded up to the alignment) and rewinds to empty.
   void reserve(std::size_t bytes) {
     const std::size_t rounded = round_up(bytes);
     if (rounded > capacity_) {
       buffer_.reset(static_cast<std::byte*>(::operator new[](rounded, std::align_val_t{alignment})));
+      base_ = buffer_.get();
       capacity_ = rounded;
     }
     used_ = 0;
@@ -51,7 +55,7 @@ class Arena {
       fail("Arena: no room for '", what, "' (", bytes, " bytes): ", used_, " of ", capacity_,
            " bytes in use; size the arena with a measuring pass first");
     }
-    T* p = measuring_ ? nullptr : reinterpret_cast<T*>(buffer_.get() + used_);
+    T* p = measuring_ ? nullptr : reinterpret_cast<T*>(base_ + used_);
     used_ += bytes;
     if (used_ > peak_) peak_ = used_;
     return p;
@@ -80,6 +84,7 @@ class Arena {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{alignment}); }
   };
   std::unique_ptr<std::byte[], Free> buffer_;
+  std::byte* base_ = nullptr;  // buffer_, or the external memory of a non-owning arena
   std::size_t capacity_ = 0, used_ = 0, peak_ = 0;
   bool measuring_ = true;
 };

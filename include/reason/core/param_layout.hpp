@@ -31,22 +31,20 @@ struct ParamInfo {
   Init init = Init::zeros;
   double init_std = 0;     // for Init::normal
   bool decay = false;      // weight decay applies (matrices), not to norms and biases
+  bool trainable = true;   // false: a buffer kept with the weights but set by its module, never by an
+                           // optimizer (its gradient stays zero), e.g. the MoE balancing bias
 };
 
 class ParamLayout {
  public:
   /// Declares a tensor; returns its offset. Names must be unique.
   std::size_t add(std::string name, std::vector<index_t> shape, Init init, double init_std = 0) {
-    for (const auto& p : params_) REASON_CHECK(p.name != name, "ParamLayout: parameter '", name, "' declared twice");
-    std::size_t n = 1;
-    for (index_t s : shape) {
-      REASON_CHECK(s > 0, "ParamLayout: parameter '", name, "' has shape ", shape_string(shape), "; every dimension must be > 0");
-      n *= static_cast<std::size_t>(s);
-    }
-    const bool decay = shape.size() >= 2;
-    params_.push_back({std::move(name), std::move(shape), size_, n, init, init_std, decay});
-    size_ += n;
-    return params_.back().offset;
+    return add_tensor(std::move(name), std::move(shape), init, init_std, true);
+  }
+  /// Declares a non-trainable buffer (ParamInfo::trainable false): saved and loaded with the
+  /// parameters, skipped by the optimizers.
+  std::size_t add_buffer(std::string name, std::vector<index_t> shape, Init init) {
+    return add_tensor(std::move(name), std::move(shape), init, 0, false);
   }
 
   [[nodiscard]] std::size_t size() const { return size_; }
@@ -83,6 +81,19 @@ class ParamLayout {
   }
 
  private:
+  std::size_t add_tensor(std::string name, std::vector<index_t> shape, Init init, double init_std, bool trainable) {
+    for (const auto& p : params_) REASON_CHECK(p.name != name, "ParamLayout: parameter '", name, "' declared twice");
+    std::size_t n = 1;
+    for (index_t s : shape) {
+      REASON_CHECK(s > 0, "ParamLayout: parameter '", name, "' has shape ", shape_string(shape), "; every dimension must be > 0");
+      n *= static_cast<std::size_t>(s);
+    }
+    const bool decay = trainable && shape.size() >= 2;
+    params_.push_back({std::move(name), std::move(shape), size_, n, init, init_std, decay, trainable});
+    size_ += n;
+    return params_.back().offset;
+  }
+
   std::vector<ParamInfo> params_;
   std::size_t size_ = 0;
 };

@@ -20,6 +20,7 @@ struct Dims {
   long long hidden = 0;  // F
   double init_std = 0.02;
   double out_std = 0.02;
+  long long expert_hidden = 0;  // an MoE layer's per-expert F (Config::moe_intermediate_size)
 };
 
 /// Gated feed-forward with a SiLU gate.

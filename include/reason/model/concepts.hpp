@@ -8,6 +8,7 @@
 
 #include <concepts>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "reason/attention/shape.hpp"
@@ -71,6 +72,21 @@ concept FfnPolicy = std::constructible_from<typename F::template Module<float, l
   { m.carve_scratch(arena, index_t{}) } -> std::same_as<typename F::template Module<float, linear::Dense>::Scratch>;
   m.forward(p, x, m.carve(arena, index_t{}), y);
   m.backward(p, g, x, m.carve(arena, index_t{}), m.carve_scratch(arena, index_t{}), x, y);
+};
+
+/// A routed (mixture-of-experts) feed-forward policy: an FfnPolicy whose Module also reports
+/// router statistics, balances its experts after an optimizer step and weights its aux loss;
+/// `dense_policy` is the FFN of the model's first, dense layers.
+template <class F>
+concept RoutedFfnPolicy = FfnPolicy<F> && FfnPolicy<typename F::dense_policy> && requires(
+    typename F::template Module<float, linear::Dense> m, Arena& arena, float* p, std::span<const double> load) {
+  requires F::routed;
+  { F::experts } -> std::convertible_to<int>;
+  { F::signature() } -> std::convertible_to<std::string>;
+  m.carve(arena, index_t{}, index_t{});
+  m.stats(m.carve(arena, index_t{}));
+  m.balance(p, load);
+  F::template Module<float, linear::Dense>::set_aux_weight(m.carve(arena, index_t{}), 1.0);
 };
 
 }  // namespace reason::model

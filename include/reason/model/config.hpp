@@ -22,7 +22,9 @@ struct Config {
   index_t num_layers = 4;
   index_t num_heads = 4;            // query heads H
   index_t num_kv_heads = 4;         // key/value heads; H % kv_heads == 0 (GQA, MQA when 1)
-  index_t intermediate_size = 384;  // FFN hidden width F
+  index_t intermediate_size = 384;  // FFN hidden width F (of the dense layers)
+  index_t moe_intermediate_size = 0;  // each routed expert's hidden width (MoE models; 0 otherwise)
+  index_t first_dense_layers = 0;     // MoE models: how many first layers keep the dense FFN (DeepSeek-V3: 3)
   index_t max_seq_len = 128;
   double rope_theta = 10000.0;
   double norm_eps = 1e-5;
@@ -40,6 +42,9 @@ struct Config {
     positive("num_kv_heads", num_kv_heads);
     positive("intermediate_size", intermediate_size);
     positive("max_seq_len", max_seq_len);
+    REASON_CHECK(moe_intermediate_size >= 0 && first_dense_layers >= 0 && first_dense_layers <= num_layers,
+                 "model::Config: moe_intermediate_size = ", moe_intermediate_size, ", first_dense_layers = ",
+                 first_dense_layers, "; expected >= 0 and first_dense_layers <= num_layers = ", num_layers);
     REASON_CHECK(vocab_size <= 2147483647, "model::Config: vocab_size = ", vocab_size, " does not fit the int32 token ids");
     REASON_CHECK(num_heads % num_kv_heads == 0, "model::Config: num_heads = ", num_heads,
                  " is not a multiple of num_kv_heads = ", num_kv_heads);
@@ -61,6 +66,8 @@ struct Config {
             {"num_attention_heads", std::to_string(num_heads)},
             {"num_key_value_heads", std::to_string(num_kv_heads)},
             {"intermediate_size", std::to_string(intermediate_size)},
+            {"moe_intermediate_size", std::to_string(moe_intermediate_size)},
+            {"first_k_dense_replace", std::to_string(first_dense_layers)},
             {"max_position_embeddings", std::to_string(max_seq_len)},
             {"head_dim", std::to_string(head_dim)},
             {"rope_theta", num(rope_theta)},
@@ -98,6 +105,9 @@ struct Config {
     c.num_heads = integer("num_attention_heads");
     c.num_kv_heads = integer("num_key_value_heads");
     c.intermediate_size = integer("intermediate_size");
+    // Files written before MoE models existed have neither; they were dense.
+    c.moe_intermediate_size = meta.contains("moe_intermediate_size") ? integer("moe_intermediate_size") : 0;
+    c.first_dense_layers = meta.contains("first_k_dense_replace") ? integer("first_k_dense_replace") : 0;
     c.max_seq_len = integer("max_position_embeddings");
     c.rope_theta = real("rope_theta");
     c.norm_eps = real("rms_norm_eps");

@@ -37,12 +37,24 @@
 #include "reason/kernels/residual.hpp"
 #include "reason/model/concepts.hpp"
 #include "reason/model/config.hpp"
+#include "reason/moe/router_stats.hpp"
 #include "reason/norm/rmsnorm.hpp"
 #include "reason/precision/precision.hpp"
 
 namespace reason::model {
 
 /// Mean of a summed loss over `count` target tokens.
+namespace detail {
+template <class F, bool Routed>
+struct DenseFfnOf {
+  using type = F;
+};
+template <class F>
+struct DenseFfnOf<F, true> {
+  using type = typename F::dense_policy;
+};
+}  // namespace detail
+
 struct LossResult {
   double loss_sum = 0;
   index_t count = 0;
@@ -71,6 +83,10 @@ class Transformer {
   using T = typename Precision::param_t;
   using attention_policy = Attn;
   using ffn_policy = Ffn;
+  /// Whether the FFN is routed (moe::MoE): its layers after Config::first_dense_layers are MoE
+  /// layers, the ones before use Ffn::dense_policy with Config::intermediate_size.
+  static constexpr bool routed = RoutedFfnPolicy<Ffn>;
+  using DenseFfn = typename detail::DenseFfnOf<Ffn, routed>::type;
   static constexpr int head_dim = Attn::head_dim;
   static constexpr index_t loss_chunk_rows = 64;  // rows of logits alive at once in the fused loss
 
@@ -80,15 +96,30 @@ class Transformer {
     const double out_std = c.init_std / std::sqrt(2.0 * static_cast<double>(c.num_layers));  // GPT-2 residual scaling
     embed_ = layout_.add("embed.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
     const attention::Dims ad{c.hidden_size, c.num_heads, c.num_kv_heads, c.max_seq_len, c.rope_theta, c.init_std, out_std};
-    const ffn::Dims fd{c.hidden_size, c.intermediate_size, c.init_std, out_std};
+    const ffn::Dims fd{c.hidden_size, c.intermediate_size, c.init_std, out_std, c.moe_intermediate_size};
+    if constexpr (!routed) {
+      REASON_CHECK(c.first_dense_layers == 0, "model::Config: first_dense_layers = ", c.first_dense_layers,
+                   " applies to MoE models; this model's feed-forward policy (", Ffn::name, ") is dense in every layer");
+    } else {
+      REASON_CHECK(c.moe_intermediate_size > 0, "model::Config: moe_intermediate_size = ", c.moe_intermediate_size,
+                   "; an MoE model (", Ffn::signature(), ") needs its routed experts' width > 0");
+    }
     for (index_t l = 0; l < c.num_layers; ++l) {
       const std::string p = "layers." + std::to_string(l);
       Layer layer;
       layer.attn_norm = NormModule(layout_, p + ".attn_norm", c.hidden_size, c.norm_eps);
       layer.attn = AttnModule(layout_, p + ".attn", ad);
       layer.ffn_norm = NormModule(layout_, p + ".ffn_norm", c.hidden_size, c.norm_eps);
-      layer.ffn = FfnModule(layout_, p + ".ffn", fd);
+      layer.routed = routed && l >= c.first_dense_layers;
+      if (layer.routed)
+        layer.ffn = FfnModule(layout_, p + ".ffn", fd);
+      else
+        layer.dense = DenseModule(layout_, p + ".ffn", fd);
       layers_.push_back(std::move(layer));
+    }
+    if constexpr (routed) {
+      moe_layers_ = c.num_layers - c.first_dense_layers;
+      pending_load_.assign(static_cast<std::size_t>(moe_layers_ * Ffn::experts), 0.0);
     }
     final_norm_ = NormModule(layout_, "norm", c.hidden_size, c.norm_eps);
     lm_head_ = layout_.add("lm_head.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
@@ -101,10 +132,16 @@ class Transformer {
     if constexpr (requires { Attn::signature(); }) return Attn::signature();
     return Attn::name;
   }
-  /// What a checkpoint records about the model: the config under Hugging Face names and "attention".
+  /// The feed-forward policy with its numbers ("moe(sigmoid_top_k(E=8, k=2), ...)"), likewise.
+  static std::string ffn_signature() {
+    if constexpr (requires { Ffn::signature(); }) return Ffn::signature();
+    return Ffn::name;
+  }
+  /// What a checkpoint records about the model: the config under Hugging Face names, "attention" and "ffn".
   [[nodiscard]] std::map<std::string, std::string> model_metadata() const {
     auto meta = config_.to_metadata(head_dim);
     meta["attention"] = attention_signature();
+    meta["ffn"] = ffn_signature();
     return meta;
   }
   /// Throws unless checkpoint metadata `meta` describes this model (config field by field, then the
@@ -115,6 +152,10 @@ class Transformer {
     const std::string saved = it == meta.end() ? std::string("multi_head") : it->second;
     REASON_CHECK(saved == attention_signature(), what, ": attention is ", saved, ", but this model is built with ",
                  attention_signature());
+    const auto f = meta.find("ffn");  // absent before MoE models existed: the dense SwiGLU
+    const std::string saved_ffn = f == meta.end() ? std::string("swiglu") : f->second;
+    REASON_CHECK(saved_ffn == ffn_signature(), what, ": the feed-forward policy is ", saved_ffn,
+                 ", but this model is built with ", ffn_signature());
   }
   [[nodiscard]] const ParamLayout& layout() const { return layout_; }
   [[nodiscard]] std::size_t num_params() const { return layout_.size(); }
@@ -151,7 +192,11 @@ class Transformer {
   LossResult forward(const T* params, T* grads, View<const std::int32_t, 2> tokens, View<const std::int32_t, 2> targets,
                      T grad_scale) {
     REASON_CHECK(grads != nullptr, "Transformer::forward: grads is null (use loss() for evaluation)");
-    return run_forward(params, grads, tokens, targets, grad_scale);
+    const LossResult r = run_forward(params, grads, tokens, targets, grad_scale);
+    // The aux loss is a mean over this forward's tokens; weighting it by their share of the step
+    // (grad_scale = 1 / the step's target tokens) makes micro-batches add up like the main loss.
+    note_training_forward(static_cast<double>(grad_scale) * static_cast<double>(tokens.size(0) * tokens.size(1)));
+    return r;
   }
 
   /// Backward through the blocks from the last forward(); parameter gradients accumulate.
@@ -165,7 +210,10 @@ class Transformer {
     for (index_t l = config_.num_layers - 1; l >= 0; --l) {
       const Layer& m = layers_[l];
       const LayerActs& s = a.layers[l];
-      m.ffn.backward(params, grads, s.h2, s.ffn, a.ffn_scratch, dres, dh);
+      if (m.routed)
+        m.ffn.backward(params, grads, s.h2, s.ffn, a.ffn_scratch, dres, dh);
+      else
+        m.dense.backward(params, grads, s.h2, s.dense, a.dense_scratch, dres, dh);
       m.ffn_norm.backward(params, grads, s.mid, s.rstd2, dh, dtmp);
       kernels::accumulate<T>(dres, dtmp);  // d(mid) = d(out) + d(through the ffn branch)
       m.attn.backward(params, grads, batch, s.h1, a.positions, s.attn, a.attn_scratch, dres, dh);
@@ -180,8 +228,11 @@ class Transformer {
   /// [B T, V] matrix (row b T + t: the prediction after token t of sequence b), overwrites them
   /// with the gradient of its loss, and returns the loss it added (kernels/lm_head.hpp). With
   /// grads, d(lm_head) accumulates and backward() may follow; with grads null it only evaluates.
+  /// An MoE model's aux loss enters the gradient with weight `aux_weight` (this forward's share
+  /// of the step; its value is reported in take_router_stats(), not in the returned loss).
   template <class Objective>
-  double forward_objective(const T* params, T* grads, View<const std::int32_t, 2> tokens, Objective&& objective) {
+  double forward_objective(const T* params, T* grads, View<const std::int32_t, 2> tokens, Objective&& objective,
+                           double aux_weight = 1.0) {
     run_trunk(params, tokens);
     const index_t c = config_.hidden_size;
     const Activations& a = acts_;
@@ -190,7 +241,48 @@ class Transformer {
         grads ? a.dfinal : View<T, 2>{}, grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{},
         objective);
     pending_backward_ = grads != nullptr;
+    if (grads != nullptr) note_training_forward(aux_weight);
     return loss;
+  }
+
+  /// MoE models: the router statistics of each MoE layer (layers first_dense_layers and up),
+  /// summed over the training forwards (forward(), forward_objective() with gradients) since the
+  /// last call, which resets them.
+  std::vector<moe::RouterStats> take_router_stats()
+    requires routed
+  {
+    std::vector<moe::RouterStats> out(static_cast<std::size_t>(moe_layers_));
+    std::swap(out, router_stats_);
+    router_stats_.assign(static_cast<std::size_t>(moe_layers_), {});
+    out.resize(static_cast<std::size_t>(moe_layers_));
+    return out;
+  }
+  /// MoE models, after each optimizer step: every MoE layer's gate balances its experts on the
+  /// load of the step's training forwards (moe::BiasBalance moves the bias buffer in `params`;
+  /// other gates do nothing), then the step's load starts again from zero.
+  void balance_experts(T* params)
+    requires routed
+  {
+    const std::size_t e = static_cast<std::size_t>(Ffn::experts);
+    for (index_t i = 0; i < moe_layers_; ++i) {
+      const Layer& m = layers_[static_cast<std::size_t>(config_.first_dense_layers + i)];
+      m.ffn.balance(params, std::span<const double>(pending_load_).subspan(static_cast<std::size_t>(i) * e, e));
+    }
+    std::fill(pending_load_.begin(), pending_load_.end(), 0.0);
+  }
+  /// The load gathered for the next balance_experts ([MoE layers x E], what a checkpoint taken
+  /// mid-accumulation keeps) and its restoration.
+  [[nodiscard]] std::span<const double> pending_expert_load() const
+    requires routed
+  {
+    return pending_load_;
+  }
+  void set_pending_expert_load(std::span<const double> load)
+    requires routed
+  {
+    REASON_CHECK(load.size() == pending_load_.size(), "Transformer::set_pending_expert_load: ", load.size(),
+                 " values, expected ", pending_load_.size(), " (", moe_layers_, " MoE layers x ", Ffn::experts, " experts)");
+    std::copy(load.begin(), load.end(), pending_load_.begin());
   }
 
   /// The final hidden states [B T, C] (after the final norm) of the last forward — what a
@@ -234,6 +326,7 @@ class Transformer {
     View<T, 2> x_, h_, y_;  // [B, C]
     View<T, 1> rstd_;       // [B]
     typename Ffn::template Module<T, Linear>::Saved ffn_;
+    typename DenseFfn::template Module<T, Linear>::Saved dense_;
     T* attn_scratch_ = nullptr;
     Arena arena_;
   };
@@ -255,7 +348,8 @@ class Transformer {
       st.h_ = arena.view<T>("decode.h", batch, c);
       st.y_ = arena.view<T>("decode.y", batch, c);
       st.rstd_ = arena.view<T>("decode.rstd", batch);
-      st.ffn_ = layers_[0].ffn.carve(arena, batch);
+      if (const Layer* m = first_layer(true)) st.ffn_ = m->ffn.carve(arena, batch);
+      if (const Layer* m = first_layer(false)) st.dense_ = m->dense.carve(arena, batch);
       st.attn_scratch_ = arena.allocate<T>(static_cast<std::size_t>(layers_[0].attn.decode_scratch_elems(batch)), "decode.attn");
     };
     Arena measure;
@@ -290,7 +384,10 @@ class Transformer {
       m.attn.decode(params, st.h_, pos, st.caches_[l], st.attn_scratch_, st.y_);
       kernels::accumulate<T>(st.x_, st.y_);
       m.ffn_norm.forward(params, st.x_, st.h_, st.rstd_);
-      m.ffn.forward(params, st.h_, st.ffn_, st.y_);
+      if (m.routed)
+        m.ffn.forward(params, st.h_, st.ffn_, st.y_);
+      else
+        m.dense.forward(params, st.h_, st.dense_, st.y_);
       kernels::accumulate<T>(st.x_, st.y_);
     }
     final_norm_.forward(params, st.x_, st.h_, st.rstd_);
@@ -302,12 +399,15 @@ class Transformer {
   using NormModule = typename Norm::template Module<T>;
   using AttnModule = typename Attn::template Module<T, Linear>;
   using FfnModule = typename Ffn::template Module<T, Linear>;
+  using DenseModule = typename DenseFfn::template Module<T, Linear>;
 
   struct Layer {
     NormModule attn_norm;
     AttnModule attn;
     NormModule ffn_norm;
+    bool routed = false;  // ffn (an MoE layer) or dense
     FfnModule ffn;
+    DenseModule dense;
   };
 
   /// One layer's saved activations; shapes with N = B T rows.
@@ -319,7 +419,8 @@ class Transformer {
     View<T, 2> mid;    // [N, C] in + attn(h1)
     View<T, 2> h2;     // [N, C] ffn_norm(mid)
     View<T, 1> rstd2;  // [N]
-    typename FfnModule::Saved ffn;
+    typename FfnModule::Saved ffn;     // routed layers
+    typename DenseModule::Saved dense; // dense layers
     View<T, 2> out;    // [N, C] mid + ffn(h2): the next layer's `in`
   };
 
@@ -334,6 +435,7 @@ class Transformer {
     View<T, 2> dres, dh, dtmp;           // [N, C] backward temporaries
     typename AttnModule::Scratch attn_scratch;
     typename FfnModule::Scratch ffn_scratch;
+    typename DenseModule::Scratch dense_scratch;
   };
 
   Activations carve(Arena& arena, index_t batch, index_t seq) const {
@@ -351,7 +453,10 @@ class Transformer {
       s.mid = arena.view<T>("mid", n, c);
       s.h2 = arena.view<T>("h2", n, c);
       s.rstd2 = arena.view<T>("rstd2", n);
-      s.ffn = m.ffn.carve(arena, n);
+      if (!m.routed)
+        s.dense = m.dense.carve(arena, n);
+      else if constexpr (routed)
+        s.ffn = m.ffn.carve(arena, n, seq);
       s.out = arena.view<T>("out", n, c);
       prev = s.out;
       a.layers.push_back(s);
@@ -364,7 +469,8 @@ class Transformer {
     a.dh = arena.view<T>("dh", n, c);
     a.dtmp = arena.view<T>("dtmp", n, c);
     a.attn_scratch = layers_[0].attn.carve_scratch(arena, batch, seq);
-    a.ffn_scratch = layers_[0].ffn.carve_scratch(arena, n);
+    if (const Layer* m = first_layer(true)) a.ffn_scratch = m->ffn.carve_scratch(arena, n);
+    if (const Layer* m = first_layer(false)) a.dense_scratch = m->dense.carve_scratch(arena, n);
     return a;
   }
 
@@ -392,7 +498,10 @@ class Transformer {
       m.attn.forward(params, batch, s.h1, a.positions, s.attn, s.mid);
       kernels::accumulate<T>(s.mid, s.in);
       m.ffn_norm.forward(params, s.mid, s.h2, s.rstd2);
-      m.ffn.forward(params, s.h2, s.ffn, s.out);
+      if (m.routed)
+        m.ffn.forward(params, s.h2, s.ffn, s.out);
+      else
+        m.dense.forward(params, s.h2, s.dense, s.out);
       kernels::accumulate<T>(s.out, s.mid);
     }
     final_norm_.forward(params, a.layers.back().out, a.final_h, a.final_rstd);
@@ -413,6 +522,29 @@ class Transformer {
     return {r.loss_sum, r.count};
   }
 
+  /// The first routed (or dense) layer, whose shapes every such layer shares; null if none.
+  const Layer* first_layer(bool routed_layer) const {
+    for (const Layer& m : layers_)
+      if (m.routed == routed_layer) return &m;
+    return nullptr;
+  }
+
+  /// After a training forward: each MoE layer weights its aux loss gradient and adds its
+  /// router statistics to the reported ones and its load to the step's.
+  void note_training_forward(double aux_weight) {
+    if constexpr (routed) {
+      if (router_stats_.empty()) router_stats_.assign(static_cast<std::size_t>(moe_layers_), {});
+      for (index_t i = 0; i < moe_layers_; ++i) {
+        const index_t l = config_.first_dense_layers + i;
+        const auto& saved = acts_.layers[static_cast<std::size_t>(l)].ffn;
+        FfnModule::set_aux_weight(saved, aux_weight);
+        const moe::RouterStats st = layers_[static_cast<std::size_t>(l)].ffn.stats(saved);
+        router_stats_[static_cast<std::size_t>(i)].add(st);
+        for (int e = 0; e < Ffn::experts; ++e) pending_load_[static_cast<std::size_t>(i * Ffn::experts + e)] += st.load[e];
+      }
+    }
+  }
+
   Config config_;
   ParamLayout layout_;
   std::size_t embed_ = 0, lm_head_ = 0;
@@ -422,6 +554,9 @@ class Transformer {
   Activations acts_;
   index_t batch_ = 0;
   bool pending_backward_ = false;
+  index_t moe_layers_ = 0;                    // routed layers (the last num_layers - first_dense_layers)
+  std::vector<moe::RouterStats> router_stats_;  // per MoE layer, since take_router_stats()
+  std::vector<double> pending_load_;          // [MoE layers x E] since balance_experts()
 };
 
 }  // namespace reason::model

@@ -47,6 +47,7 @@ struct AdamW {
                  params.size(), ", grads ", grads.size(), ", state ", state.size(), " elements; expected ", n, ", ", n,
                  " and ", state_slots * n, " for this layout");
     for (const ParamInfo& p : layout.params()) {
+      if (!p.trainable) continue;  // a buffer its module sets (ParamInfo::trainable)
       kernels::adamw_update<T>(params.subspan(p.offset, p.numel), grads.subspan(p.offset, p.numel),
                                state.subspan(p.offset, p.numel), state.subspan(n + p.offset, p.numel), lr, config.beta1,
                                config.beta2, config.eps, p.decay ? config.weight_decay : 0.0, t);

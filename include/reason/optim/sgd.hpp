@@ -42,6 +42,7 @@ struct SgdMomentum {
                  params.size(), ", grads ", grads.size(), ", state ", state.size(), " elements; expected ", n, ", ", n,
                  " and ", state_slots * n, " for this layout");
     for (const ParamInfo& p : layout.params()) {
+      if (!p.trainable) continue;  // a buffer its module sets (ParamInfo::trainable)
       kernels::sgd_momentum_update<T>(params.subspan(p.offset, p.numel), grads.subspan(p.offset, p.numel),
                                       state.subspan(p.offset, p.numel), lr, config.momentum,
                                       p.decay ? config.weight_decay : 0.0, config.nesterov);
