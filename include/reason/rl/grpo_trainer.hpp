@@ -367,7 +367,11 @@ class GrpoTrainer {
                                       std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
                                                                               static_cast<std::size_t>(n))};
           typename Loss::template Batch<T> objective(batch, coef);
-          net_.forward_objective(params_.data(), grads_.data(), batch.tokens, objective);
+          if constexpr (requires { net_.balance_experts(params_.data()); })  // an MoE model's aux loss: this
+            net_.forward_objective(params_.data(), grads_.data(), batch.tokens, objective,  // micro-batch's share
+                                   static_cast<double>(n) / static_cast<double>(R));       // of the update's rows
+          else
+            net_.forward_objective(params_.data(), grads_.data(), batch.tokens, objective);
           net_.backward(params_.data(), grads_.data());
           const PolicyStats ps = objective.stats();
           const auto k = static_cast<double>(ps.tokens);
@@ -388,6 +392,7 @@ class GrpoTrainer {
         p.grad_norm = train::clip_grad_norm<T>(std::span<T>(grads_), cfg_.max_grad_norm);
         opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr,
                   ++updates_);
+        if constexpr (requires { net_.balance_experts(params_.data()); }) net_.balance_experts(params_.data());
         s.passes.push_back(p);
       }
       s.updated = true;

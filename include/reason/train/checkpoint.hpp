@@ -6,6 +6,8 @@
 //                                       any safetensors reader can open)
 //             "optim.<slot>.<param>"    each optimizer state slot (AdamW: exp_avg, exp_avg_sq)
 //             "grad.<param>"            the accumulated gradients, only when saved mid-accumulation
+//             "router.pending_load"     an MoE model's expert load of the step so far (float64,
+//                                       [MoE layers x experts]), likewise only mid-accumulation
 //   metadata  the model config under Hugging Face names, the training config, the optimizer,
 //             the position (step, micro-batch, the step's partial loss sum and count, doubles
 //             written in shortest round-trip form) and whatever the caller adds (data seed, ...).
@@ -38,6 +40,8 @@ namespace reason::train {
 inline constexpr const char* checkpoint_format = "reason.checkpoint/1";
 
 namespace detail {
+inline constexpr const char* pending_load_name = "router.pending_load";
+
 inline std::string exact(double v) {
   char buf[64];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
@@ -165,6 +169,10 @@ void save_checkpoint(const std::filesystem::path& path, const Trainer<Net, Opt>&
     detail::add_entries<T>(entries, std::string("optim.") + Opt::slot_names[s] + ".", layout,
                            trainer.optimizer_state().subspan(s * n, n));
   if (trainer.micro() > 0) detail::add_entries<T>(entries, "grad.", layout, trainer.grads());
+  if constexpr (Net::routed)  // the step's expert load so far: the balancing update after it needs all of it
+    if (trainer.micro() > 0)
+      entries.push_back(io::safetensors_entry<double>(detail::pending_load_name, net.pending_expert_load(),
+                                                      {static_cast<std::int64_t>(net.pending_expert_load().size())}));
   io::write_safetensors(path, entries, meta);
 }
 
@@ -204,7 +212,17 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Train
     detail::add_reads<T>(reads, std::string("optim.") + Opt::slot_names[s] + ".", layout,
                          trainer.optimizer_state().subspan(s * n, n));
   if (micro > 0) detail::add_reads<T>(reads, "grad.", layout, trainer.grads());
+  std::vector<double> pending;
+  if constexpr (Net::routed) {
+    pending.assign(net.pending_expert_load().size(), 0.0);
+    if (micro > 0)
+      file.expect(detail::pending_load_name, dtype_of<double>, {static_cast<std::int64_t>(pending.size())});
+  }
   detail::read_checked(file, reads);
+  if constexpr (Net::routed) {
+    if (micro > 0) file.read_into<double>(detail::pending_load_name, std::span<double>(pending));
+    net.set_pending_expert_load(pending);
+  }
   if (micro == 0) std::fill(trainer.grads().begin(), trainer.grads().end(), T(0));
   trainer.set_position(step, micro, loss_sum, loss_count);
   return meta;

@@ -10,7 +10,8 @@
 // One optimizer step = `micro_batches` forward/backward passes whose parameter gradients add
 // up; the loss of every micro-batch is scaled by 1 / (target tokens of the whole step), so
 // accumulating k micro-batches equals one batch k times larger. Then global-norm clipping,
-// the learning rate of the schedule, and the optimizer update.
+// the learning rate of the schedule, and the optimizer update — and, for an MoE model, the
+// gates' balancing update on the step's expert load.
 #pragma once
 
 #include <algorithm>
@@ -124,6 +125,8 @@ class Trainer {
                  " (loss ", s.loss, "); the parameters were left unchanged");
     s.lr = cfg_.schedule.lr(step_);
     opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr, step_ + 1);
+    // An MoE model's gates balance their experts on this step's load (moe::BiasBalance).
+    if constexpr (requires { net_.balance_experts(params_.data()); }) net_.balance_experts(params_.data());
     ++step_;
     micro_ = 0;
     loss_sum_ = 0;
