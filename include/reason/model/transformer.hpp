@@ -296,11 +296,14 @@ class Transformer {
   }
   /// Forward to the final hidden states only, for heads other than the LM head (value, reward).
   /// With `train`, d(final hidden) starts at zero for the head to fill through hidden_grad().
-  View<const T, 2> forward_hidden(const T* params, View<const std::int32_t, 2> tokens, bool train) {
+  /// An MoE model's aux loss enters the gradient with weight `aux_weight`, as in forward_objective.
+  View<const T, 2> forward_hidden(const T* params, View<const std::int32_t, 2> tokens, bool train,
+                                  double aux_weight = 1.0) {
     run_trunk(params, tokens);
     if (train) {
       for (index_t r = 0; r < acts_.dfinal.size(0); ++r)
         std::fill(acts_.dfinal.row(r), acts_.dfinal.row(r) + acts_.dfinal.size(1), T(0));
+      note_training_forward(aux_weight);
     }
     pending_backward_ = train;
     return acts_.final_h;
