@@ -14,6 +14,8 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <system_error>
 #include <string>
 
 #include "reason/core/view.hpp"
@@ -37,12 +39,29 @@ struct Capacity {
   static constexpr bool drops = true;
   static constexpr float factor = Factor;
   static constexpr DropOrder order = Order;
-  /// ceil(factor * tokens * top_k / experts). The product is formed in double and shaved by a
-  /// relative 1e-6 first, so a factor that float cannot hold exactly (1.1f is 1.10000002) does
-  /// not round a whole number of slots up to the next one.
+  /// ceil(factor * tokens * top_k / experts), with the factor taken as the decimal it was written
+  /// as (1.1f is 1.10000002 in binary; the shortest decimal that reads back as it, 1.1, is what
+  /// the user meant), in exact integer arithmetic: a whole number of slots is never rounded up.
   static index_t slots(index_t tokens, int top_k, int experts) {
-    const double exact = static_cast<double>(Factor) * static_cast<double>(tokens) * top_k / experts;
-    return static_cast<index_t>(std::ceil(exact * (1.0 - 1e-6)));
+    char buf[64];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, Factor, std::chars_format::fixed);
+    std::uint64_t num = 0, den = 1;
+    int digits = 0;
+    bool fraction = false, exact = ec == std::errc{};
+    for (const char* c = buf; exact && c != end; ++c) {
+      if (*c == '.') {
+        fraction = true;
+        continue;
+      }
+      if (++digits > 18) exact = false;  // beyond 64-bit digits: fall back to floating point
+      num = num * 10 + static_cast<std::uint64_t>(*c - '0');
+      if (fraction) den *= 10;
+    }
+    if (!exact) return static_cast<index_t>(std::ceil(static_cast<double>(Factor) * static_cast<double>(tokens) * top_k / experts));
+    __extension__ using u128 = unsigned __int128;  // num * tokens * top_k needs up to ~128 bits
+    const u128 a = static_cast<u128>(num) * static_cast<u128>(tokens) * static_cast<u128>(top_k);
+    const u128 b = static_cast<u128>(den) * static_cast<u128>(experts);
+    return static_cast<index_t>((a + b - 1) / b);
   }
   static std::string signature() {
     char buf[32];

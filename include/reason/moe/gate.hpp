@@ -42,7 +42,8 @@ struct TopKGate {
   static_assert(G.groups >= 1 && G.experts % G.groups == 0, "moe::GateConfig: groups must divide experts");
   static_assert(G.groups == 1 || (G.top_groups >= 1 && G.top_groups <= G.groups),
                 "moe::GateConfig: top_groups must be in [1, groups]");
-  static_assert(G.top_k <= kept_groups(G) * (G.experts / G.groups),
+  static_assert(G.top_k > G.experts || G.groups < 1 || G.experts % G.groups != 0 ||  // reported above
+                    G.top_k <= kept_groups(G) * (G.experts / G.groups),
                 "moe::GateConfig: top_k exceeds the experts of the groups a token may use (top_groups * experts / groups)");
   static_assert(G.routed_scale > 0.0f, "moe::GateConfig: routed_scale must be > 0");
   static_assert(requires { Cap::drops; Cap::slots(index_t{}, 1, 1); },

@@ -116,7 +116,8 @@ struct MoE {
       View<std::int32_t, 1> load;     // [E] assignments chosen per expert, before capacity
       View<T, 2> xs, ys;              // [S, C] expert inputs and outputs, permuted
       View<double, 1> aux;            // [2] this forward's aux loss; the weight of its gradient
-      typename ExpertModule::Saved shared;
+      std::byte* shared_block = nullptr;  // the shared experts' activations, carved per forward for its rows
+      std::size_t shared_bytes = 0;
       std::byte* expert_block = nullptr;  // the routed experts' activations
       std::size_t expert_bytes = 0;
       index_t segment = 0;            // rows per sequence (the sequence-wise loss's unit); 0: all rows
@@ -125,7 +126,8 @@ struct MoE {
       typename GateModule::Scratch gate;
       View<T, 2> dweights;  // [N, k]
       View<T, 2> dys, dxs;  // [S, C]
-      typename ExpertModule::Scratch shared;
+      std::byte* shared_block = nullptr;
+      std::size_t shared_bytes = 0;
       std::byte* expert_block = nullptr;
       std::size_t expert_bytes = 0;
     };
@@ -157,7 +159,12 @@ struct MoE {
       s.xs = arena.view<T>("moe.xs", kept, width_);
       s.ys = arena.view<T>("moe.ys", kept, width_);
       s.aux = arena.view<double>("moe.aux", 2);
-      if constexpr (shared_experts > 0) s.shared = shared_.carve(arena, rows);
+      if constexpr (shared_experts > 0) {
+        Arena measure;  // carving fewer rows takes no more
+        (void)shared_.carve(measure, rows);
+        s.shared_bytes = measure.peak();
+        s.shared_block = arena.allocate<std::byte>(s.shared_bytes, "moe.shared");
+      }
       s.expert_bytes = block_bytes(kept, [&](Arena& a, index_t r) { (void)experts_[0].carve(a, r); });
       s.expert_block = arena.allocate<std::byte>(s.expert_bytes, "moe.experts");
       s.segment = seq;
@@ -170,7 +177,12 @@ struct MoE {
       s.dweights = arena.view<T>("moe.dweights", rows, index_t{top_k});
       s.dys = arena.view<T>("moe.dys", kept, width_);
       s.dxs = arena.view<T>("moe.dxs", kept, width_);
-      if constexpr (shared_experts > 0) s.shared = shared_.carve_scratch(arena, rows);
+      if constexpr (shared_experts > 0) {
+        Arena measure;
+        (void)shared_.carve_scratch(measure, rows);
+        s.shared_bytes = measure.peak();
+        s.shared_block = arena.allocate<std::byte>(s.shared_bytes, "moe.shared_scratch");
+      }
       s.expert_bytes = block_bytes(kept, [&](Arena& a, index_t r) { (void)experts_[0].carve_scratch(a, r); });
       s.expert_block = arena.allocate<std::byte>(s.expert_bytes, "moe.expert_scratch");
       return s;
@@ -196,7 +208,8 @@ struct MoE {
         experts_[e].forward(params, s.xs.slice(0, a, b), saved, s.ys.slice(0, a, b));
       }
       if constexpr (shared_experts > 0) {
-        shared_.forward(params, x, s.shared, y);
+        Arena shared_acts(s.shared_block, s.shared_bytes);  // views of this forward's n rows
+        shared_.forward(params, x, shared_.carve(shared_acts, n), y);
       } else {
         for (index_t r = 0; r < n; ++r) std::fill(y.row(r), y.row(r) + width_, T(0));
       }
@@ -221,7 +234,8 @@ struct MoE {
         experts_[e].backward(params, grads, s.xs.slice(0, a, b), saved, work, sc.dys.slice(0, a, b), sc.dxs.slice(0, a, b));
       }
       if constexpr (shared_experts > 0) {
-        shared_.backward(params, grads, x, s.shared, sc.shared, dy, dx);
+        Arena shared_acts(s.shared_block, s.shared_bytes), shared_work(sc.shared_block, sc.shared_bytes);  // forward's views
+        shared_.backward(params, grads, x, shared_.carve(shared_acts, n), shared_.carve_scratch(shared_work, n), dy, dx);
       } else {
         for (index_t r = 0; r < n; ++r) std::fill(dx.row(r), dx.row(r) + width_, T(0));
       }
