@@ -16,6 +16,7 @@
 //   dW += dlogit^T x,   dx += dlogit W.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -23,6 +24,7 @@
 
 #include "reason/core/arena.hpp"
 #include "reason/core/error.hpp"
+#include "reason/core/parallel.hpp"
 #include "reason/core/param_layout.hpp"
 #include "reason/core/view.hpp"
 #include "reason/kernels/gemm.hpp"
@@ -114,7 +116,9 @@ struct TopKGate {
       const index_t n = x.size(0);
       expect_shape(x, "moe gate: x", {n, width_});
       kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), x, weight(params), T(0), rows(s.scores, n));
-      for (index_t r = 0; r < n; ++r) activate(s.scores.row(r));
+      parallel_for(n, std::max<index_t>(1, 4096 / G.experts), [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r) activate(s.scores.row(r));
+      });
       const auto scores = const_rows(s.scores, n);
       kernels::moe_select<T>(scores, bias(params), G.top_k, G.groups, kept_groups(G), rows(s.experts, n));
       kernels::moe_weights<T>(scores, const_rows(s.experts, n), G.normalize, G.routed_scale, rows(s.weights, n));
