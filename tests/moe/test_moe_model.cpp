@@ -180,8 +180,12 @@ TEST_CASE_TEMPLATE("The MoE Transformer's backward equals finite differences, au
   }
 }
 
-TEST_CASE("Decoding an MoE Transformer token by token gives the full forward's logits") {
-  using Net = model::Transformer<Attn, MoE8>;
+// The same layout with a capacity: drops only in training forwards.
+using Gate8Cap = moe::SigmoidTopK<moe::GateConfig{.experts = 8, .top_k = 2}, moe::Capacity<0.5f>, moe::BiasBalance<0.01f>>;
+using MoE8Cap = moe::MoE<Gate8Cap, ffn::SwiGLU, moe::Shared<1>>;
+
+TEST_CASE_TEMPLATE("Decoding an MoE Transformer token by token gives the full forward's logits", Ffn, MoE8, MoE8Cap) {
+  using Net = model::Transformer<Attn, Ffn>;
   model::Config c = moe_config();
   Net net(c);
   const index_t batch = 3, seq = 9, V = c.vocab_size;
@@ -210,6 +214,33 @@ TEST_CASE("Decoding an MoE Transformer token by token gives the full forward's l
   }
   INFO("max |decode - full| / max |full| = " << worst / peak);
   CHECK(worst / peak <= 1e-5);
+}
+
+TEST_CASE("Capacity drops tokens in training forwards only; evaluation and decoding keep every token") {
+  using NoDropNet = model::Transformer<Attn, MoE8>;
+  using CapNet = model::Transformer<Attn, MoE8Cap>;
+  const model::Config c = moe_config();
+  NoDropNet free(c);
+  CapNet capped(c);
+  REQUIRE(free.num_params() == capped.num_params());  // the same layout: the same parameters fit both
+  const index_t batch = 2, seq = 8, V = c.vocab_size;
+  free.reserve(batch, seq);
+  capped.reserve(batch, seq);
+  std::vector<float> params(free.num_params()), grads(free.num_params(), 0.0f);
+  free.layout().initialize(std::span<float>(params), 23);
+  const Data d = token_data(batch, seq, V, 8);
+  const auto tokens = make_view(static_cast<const std::int32_t*>(d.tokens.data()), batch, seq);
+  const auto targets = make_view(static_cast<const std::int32_t*>(d.targets.data()), batch, seq);
+  std::vector<float> a(static_cast<std::size_t>(batch * seq * V)), b(a.size());
+  free.logits(params.data(), tokens, make_view(a.data(), batch * seq, V));
+  capped.logits(params.data(), tokens, make_view(b.data(), batch * seq, V));
+  CHECK(a == b);  // bit for bit: the evaluation forward dropped nothing
+  CHECK(free.loss(params.data(), tokens, targets).loss_sum == capped.loss(params.data(), tokens, targets).loss_sum);
+  const auto trained = capped.forward(params.data(), grads.data(), tokens, targets, 1.0f);
+  capped.backward(params.data(), grads.data());
+  const auto st = capped.take_router_stats();
+  CHECK(st[0].dropped_fraction() >= 0.5);  // capacity 0.5: at least half the assignments go
+  CHECK(trained.loss_sum != free.loss(params.data(), tokens, targets).loss_sum);
 }
 
 TEST_CASE("The trainer moves the balancing bias by +/- gamma per expert after each step, and AdamW never touches it") {

@@ -181,7 +181,7 @@ class Transformer {
   void logits(const T* params, View<const std::int32_t, 2> tokens, View<T, 2> out) {
     const index_t n = tokens.size(0) * tokens.size(1);
     expect_shape(out, "Transformer::logits: out", {n, config_.vocab_size});
-    run_trunk(params, tokens);
+    run_trunk(params, tokens, false);
     kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), acts_.final_h,
                      matrix_at(params, lm_head_, config_.vocab_size, config_.hidden_size), T(0), out);
   }
@@ -233,7 +233,7 @@ class Transformer {
   template <class Objective>
   double forward_objective(const T* params, T* grads, View<const std::int32_t, 2> tokens, Objective&& objective,
                            double aux_weight = 1.0) {
-    run_trunk(params, tokens);
+    run_trunk(params, tokens, grads != nullptr);
     const index_t c = config_.hidden_size;
     const Activations& a = acts_;
     const double loss = kernels::lm_head_objective<T>(
@@ -299,7 +299,7 @@ class Transformer {
   /// An MoE model's aux loss enters the gradient with weight `aux_weight`, as in forward_objective.
   View<const T, 2> forward_hidden(const T* params, View<const std::int32_t, 2> tokens, bool train,
                                   double aux_weight = 1.0) {
-    run_trunk(params, tokens);
+    run_trunk(params, tokens, train);
     if (train) {
       for (index_t r = 0; r < acts_.dfinal.size(0); ++r)
         std::fill(acts_.dfinal.row(r), acts_.dfinal.row(r) + acts_.dfinal.size(1), T(0));
@@ -351,7 +351,10 @@ class Transformer {
       st.h_ = arena.view<T>("decode.h", batch, c);
       st.y_ = arena.view<T>("decode.y", batch, c);
       st.rstd_ = arena.view<T>("decode.rstd", batch);
-      if (const Layer* m = first_layer(true)) st.ffn_ = m->ffn.carve(arena, batch);
+      if (const Layer* m = first_layer(true)) {
+        st.ffn_ = m->ffn.carve(arena, batch);
+        if constexpr (routed) st.ffn_.drop_over_capacity = false;  // generation keeps every token
+      }
       if (const Layer* m = first_layer(false)) st.dense_ = m->dense.carve(arena, batch);
       st.attn_scratch_ = arena.allocate<T>(static_cast<std::size_t>(layers_[0].attn.decode_scratch_elems(batch)), "decode.attn");
     };
@@ -478,7 +481,9 @@ class Transformer {
   }
 
   /// Embedding, blocks and final norm for tokens [B, T]: fills the activations up to final_h.
-  void run_trunk(const T* params, View<const std::int32_t, 2> tokens) {
+  /// `training`: a forward whose backward follows; only then do MoE layers drop assignments over
+  /// capacity (evaluation and decoding keep every token, as Switch and GShard evaluate).
+  void run_trunk(const T* params, View<const std::int32_t, 2> tokens, bool training) {
     const index_t batch = tokens.size(0), seq = tokens.size(1), n = batch * seq, c = config_.hidden_size;
     REASON_CHECK(batch > 0 && seq > 0, "Transformer: tokens: shape ", shape_string(tokens.shape),
                  ", expected at least one sequence of at least one token");
@@ -489,6 +494,8 @@ class Transformer {
     arena_.reset();
     acts_ = carve(arena_, batch, seq);
     Activations& a = acts_;
+    if constexpr (routed)
+      for (index_t l = config_.first_dense_layers; l < config_.num_layers; ++l) a.layers[l].ffn.drop_over_capacity = training;
     batch_ = batch;
     a.tokens = make_view(tokens.data, n);
     for (index_t i = 0; i < n; ++i) a.positions(i) = static_cast<std::int32_t>(i % seq);
@@ -514,7 +521,7 @@ class Transformer {
                          View<const std::int32_t, 2> targets, T grad_scale) {
     expect_shape(targets, "Transformer: targets", tokens.shape);
     REASON_CHECK(targets.is_contiguous(), "Transformer: targets must be contiguous [B, T]");
-    run_trunk(params, tokens);
+    run_trunk(params, tokens, grads != nullptr);
     const index_t n = tokens.size(0) * tokens.size(1), c = config_.hidden_size;
     const Activations& a = acts_;
     const auto head = matrix_at(params, lm_head_, config_.vocab_size, c);

@@ -8,8 +8,10 @@
 //                           slots (DropOrder::token); DropOrder::score keeps the highest combine
 //                           weights instead (batch prioritized routing, Riquelme et al. 2021).
 //   NoDrop                  every assignment is kept (DeepSeek-V3 drops none).
-// Decoding also applies the capacity, with the decode batch as its tokens: only NoDrop routes a
-// token identically in generation and in a training forward.
+// Only training forwards drop: a model's evaluation forwards and its decoding keep every token
+// (as Switch and GShard evaluate; a capacity over a decode batch of one token per sequence would
+// drop tokens for no reason). So only NoDrop routes a token identically in generation and in the
+// training forward of the same text — the property an RL policy's log-probabilities rely on.
 #pragma once
 
 #include <charconv>

@@ -95,12 +95,9 @@ struct MoE {
     return "moe(" + Gate::signature() + "; expert=" + Expert::name + "; shared=" + std::to_string(shared_experts) + ")";
   }
 
-  /// The most assignments a forward of `rows` tokens keeps: all k per token, or the experts' slots.
-  static index_t max_kept(index_t rows) {
-    const index_t all = rows * top_k;
-    const index_t slots = capacity_policy::slots(rows, top_k, experts);
-    return slots < 0 ? all : std::min(all, slots * experts);
-  }
+  /// The most assignments a forward of `rows` tokens keeps: all k per token (a forward that does
+  /// not drop keeps them all, so that is what the activations are carved for).
+  static index_t max_kept(index_t rows) { return rows * top_k; }
 
   template <class T, class Linear>
   class Module {
@@ -121,6 +118,8 @@ struct MoE {
       std::byte* expert_block = nullptr;  // the routed experts' activations
       std::size_t expert_bytes = 0;
       index_t segment = 0;            // rows per sequence (the sequence-wise loss's unit); 0: all rows
+      bool drop_over_capacity = true;  // false: keep every assignment whatever the capacity policy
+                                       // (the model's evaluation and decoding forwards)
     };
     struct Scratch {
       typename GateModule::Scratch gate;
@@ -197,7 +196,8 @@ struct MoE {
       s.aux(0) = gate_.forward(params, x, s.gate, segment(s, n));
       s.aux(1) = 1.0;  // a model sets its own weight (set_aux_weight)
       const auto d = kernels::moe_dispatch<T>(rows(s.gate.experts, n), rows(s.gate.weights, n), experts,
-                                              capacity_policy::slots(n, top_k, experts), capacity_policy::order, s.perm,
+                                              s.drop_over_capacity ? capacity_policy::slots(n, top_k, experts) : -1,
+                                              capacity_policy::order, s.perm,
                                               s.offsets, s.slot.slice(0, 0, n), s.load);
       kernels::moe_gather<T>(x, s.perm, d.kept, s.xs);
       Arena block(s.expert_block, s.expert_bytes);
