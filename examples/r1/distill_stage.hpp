@@ -6,6 +6,9 @@
 //   alpha tau^2 KL(softmax(teacher / tau) || softmax(student / tau)) + (1 - alpha) CE(student, teacher's token)
 // on every completion position (rl::Distill). alpha = 0 is R1's plain SFT on teacher samples.
 // The step's data is a pure function of (seed, step) and the teacher, as in the other stages.
+// The teacher is the build's policy model (an MoE model with REASON_EXAMPLE_FFN=moe; its forwards
+// here are inference only: no router statistics, no balancing); the student is always a dense
+// SwiGLU model (StudentNet), as R1 distils into dense models.
 #pragma once
 
 #include <chrono>
@@ -17,9 +20,16 @@ namespace r1 {
 
 inline std::vector<float> Pipeline::run_distill(const model::Config& tc, const model::Config& sc,
                                                 const std::vector<float>& teacher) {
-  Net tnet(tc), snet(sc);
-  std::printf("\n== stage 4: distillation into a student of %zu parameters (teacher %zu), %lld steps, alpha %.2f\n",
-              snet.num_params(), tnet.num_params(), static_cast<long long>(o_.distill_steps), o_.distill_alpha);
+  // This loop runs its own optimizer step and no balance_experts(): a routed student would need
+  // snet.balance_experts(params) after opt.step (train::Trainer and rl::GrpoTrainer do it themselves).
+  static_assert(!StudentNet::routed, "r1 distill: the student is dense; a routed one needs balance_experts after each step");
+  Net tnet(tc);
+  StudentNet snet(sc);
+  const std::string teacher_active =
+      Net::routed ? ", " + std::to_string(examples::active_params(tnet)) + " active per token" : std::string();
+  std::printf("\n== stage 4: distillation into a student of %zu parameters (teacher %zu%s), %lld steps, alpha %.2f\n",
+              snet.num_params(), tnet.num_params(), teacher_active.c_str(), static_cast<long long>(o_.distill_steps),
+              o_.distill_alpha);
   const std::size_t n = snet.num_params();
   std::vector<float> params(n), grads(n), state(n * Optimizer::state_slots, 0.0f);
   snet.layout().initialize(std::span<float>(params), o_.seed + 1);

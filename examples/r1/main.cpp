@@ -12,7 +12,10 @@
 //              problems (§2.4), with the teacher's soft targets (Hinton et al. 2015) mixed in.
 // The held-out problems are never drawn for training (data::TrainingSampler). The attention policy
 // of teacher and student is the build's choice: -DREASON_EXAMPLE_ATTENTION=<variant> (multi_head,
-// sliding_window, top_k, hierarchical, mla; examples/common/attention_choice.hpp).
+// sliding_window, top_k, hierarchical, mla; examples/common/attention_choice.hpp). So is the
+// feed-forward policy of the policy model: -DREASON_EXAMPLE_FFN=<variant> (dense, moe, moe_switch;
+// examples/common/ffn_choice.hpp); the student is dense either way. An MoE build adds each SFT and
+// GRPO step's router statistics to its metrics line (examples/common/router_metrics.hpp).
 //
 // Outputs in --out: metrics.jsonl (one whole line per step of every stage and per evaluation),
 // chart.svg (the curves), sft.safetensors, grpo.safetensors, student.safetensors (checkpoints;
@@ -49,7 +52,8 @@ int main(int argc, char** argv) try {
   app.add_option("--layers", o.teacher.layers, "transformer blocks of the policy")->capture_default_str();
   app.add_option("--heads", o.teacher.heads, "query heads of the policy (head_dim 32)")->capture_default_str();
   app.add_option("--kv-heads", o.teacher.kv_heads, "key/value heads of the policy (GQA)")->capture_default_str();
-  app.add_option("--ffn", o.teacher.ffn, "SwiGLU hidden width of the policy")->capture_default_str();
+  app.add_option("--ffn", o.teacher.ffn, "SwiGLU hidden width of the policy (of its dense layers in an MoE build)")
+      ->capture_default_str();
   app.add_option("--seq", o.seq, "maximum sequence length")->capture_default_str();
   // stage 1
   app.add_option("--sft-steps", o.sft_steps, "SFT optimizer steps")->capture_default_str();

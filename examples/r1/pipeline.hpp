@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "common/attention_choice.hpp"
+#include "common/ffn_choice.hpp"
+#include "common/router_metrics.hpp"
 #include "reason/core/philox.hpp"
 #include "reason/data/curriculum.hpp"
 #include "reason/data/held_out.hpp"
@@ -48,14 +50,20 @@ namespace r1 {
 using namespace reason;
 
 // The recipe. The attention policy is the build's choice (-DREASON_EXAMPLE_ATTENTION=<variant>,
-// default multi_head: GQA with RoPE, head_dim 32); see examples/common/attention_choice.hpp.
+// default multi_head: GQA with RoPE, head_dim 32); see examples/common/attention_choice.hpp. So is
+// the policy's feed-forward policy (-DREASON_EXAMPLE_FFN=<variant>, default dense: SwiGLU; moe,
+// moe_switch: mixtures of experts; examples/common/ffn_choice.hpp).
 using AttentionChoice = examples::AttentionChoice;
 using Attention = examples::Attention;
+using FfnChoice = examples::FfnChoice;
 using Net = model::Transformer<Attention,         // attention policy
-                               ffn::SwiGLU,       // feed-forward policy
+                               examples::Ffn,     // feed-forward policy
                                norm::RMSNorm,     // norm policy
                                linear::Dense,     // linear-layer policy
                                precision::Fp32>;  // number types
+// The distilled student is always dense: DeepSeek-R1 §2.4 distils its MoE model into dense Qwen and
+// Llama models. (With the dense FFN choice it is the same type as Net.)
+using StudentNet = model::Transformer<Attention, ffn::SwiGLU, norm::RMSNorm, linear::Dense, precision::Fp32>;
 using Optimizer = optim::AdamW;
 using R1Reward = reward::Weighted<reward::Weights{0.8f, 0.2f},  // R1 §2.2.2: accuracy and format rules
                                   reward::Accuracy, reward::Format>;
@@ -131,6 +139,9 @@ inline model::Config config_of(const ModelSize& m, index_t seq) {
           .max_seq_len = seq};
 }
 
+/// The policy's model config: the flags' sizes and the FFN choice's numbers (expert width, dense layers).
+inline model::Config policy_config(const ModelSize& m, index_t seq) { return examples::with_ffn<FfnChoice>(config_of(m, seq)); }
+
 /// A model's evaluation, named.
 struct Evaluated {
   std::string model;
@@ -158,6 +169,7 @@ class Pipeline {
  private:
   std::vector<float> run_sft(const model::Config& mc, const std::string& resume);
   std::vector<float> run_grpo(const model::Config& mc, const std::vector<float>& init, const std::string& resume);
+  template <class EvalNet = Net>
   Evaluated run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params);
   std::vector<float> run_distill(const model::Config& teacher_config, const model::Config& student_config,
                                  const std::vector<float>& teacher);
@@ -171,6 +183,7 @@ class Pipeline {
   std::filesystem::path out_;
   std::optional<io::JsonlWriter> metrics_;
   std::vector<Evaluated> evals_;
+  std::vector<std::string> router_notes_;  // MoE builds: each training stage's final router balance
   double seconds_ = 0;
 };
 

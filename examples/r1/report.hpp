@@ -12,10 +12,11 @@ namespace r1 {
 inline void Pipeline::print_table() const {
   std::string levels;
   for (int l : o_.eval_levels) levels += (levels.empty() ? "" : ",") + std::to_string(l);
+  const std::string ffn = Net::routed ? std::string("; ffn ") + FfnChoice::name + " (the student: dense)" : "";
   std::printf("\nheld-out evaluation (%zu problems of level %s; pass@k from n = %lld samples at temperature %.2g; "
-              "attention %s)\n",
+              "attention %s%s)\n",
               held_out_.size(), levels.c_str(), static_cast<long long>(o_.eval_samples), static_cast<double>(o_.temperature),
-              Net::attention_signature().c_str());
+              Net::attention_signature().c_str(), ffn.c_str());
   std::printf("  %-8s %9s  %16s", "model", "params", "greedy accuracy");
   if (!evals_.empty())
     for (const auto& [k, v] : evals_.front().report.pass_at_k) std::printf("  pass@%-3lld", static_cast<long long>(k));
@@ -40,6 +41,7 @@ inline void Pipeline::print_table() const {
     std::printf("GRPO - SFT: %+.1f points greedy accuracy = %.1f standard errors of the held-out estimate (%.1f paired)\n",
                 100 * d, d / std::max(1e-12, sft->report.accuracy_se), d / std::max(1e-12, paired));
   }
+  for (const std::string& note : router_notes_) std::printf("%s\n", note.c_str());  // MoE builds: final balance
   std::printf("total time %.0f s; outputs in %s (metrics.jsonl, chart.svg, *.safetensors)\n", seconds_, out_.c_str());
 }
 
@@ -54,10 +56,10 @@ inline void Pipeline::draw_chart() {
   };
   const std::vector<io::Json> rows = io::read_jsonl(out_ / "metrics.jsonl");
   const std::vector<std::pair<std::string, std::vector<std::string>>> keys{
-      {"sft", {"loss"}},
+      {"sft", {"loss", "router_max_over_mean"}},
       {"grpo",
        {"reward_mean", "accuracy", "reward_format", "kl", "clip_fraction", "completion_length", "entropy",
-        "zero_variance_fraction"}},
+        "zero_variance_fraction", "router_max_over_mean"}},
       {"distill", {"loss", "teacher_correct"}}};
   for (const io::Json& row : rows) {
     if (!row.contains("stage") || !row.contains("step")) continue;
@@ -84,6 +86,10 @@ inline void Pipeline::draw_chart() {
       {"GRPO: groups with zero reward variance", {get("grpo/zero_variance_fraction")}},
       {"Distillation: loss; teacher-correct share", {get("distill/loss"), get("distill/teacher_correct")}},
   };
+  if (Net::routed) {  // MoE builds: the busiest expert's load over the mean, worst MoE layer (1: even)
+    panels.push_back({"SFT: router load max/mean", {get("sft/router_max_over_mean")}});
+    panels.push_back({"GRPO: router load max/mean", {get("grpo/router_max_over_mean")}});
+  }
   write_svg_chart(out_ / "chart.svg", "reason R1 pipeline — " + out_.string(), panels, 3);
 }
 

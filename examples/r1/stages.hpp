@@ -23,19 +23,21 @@ inline std::string format_of(const io::SafetensorsFile& f) {
   return it == f.metadata().end() ? std::string("(none)") : it->second;
 }
 
-/// The parameters of `mc`'s model stored under their layout names in `path`.
-inline std::vector<float> load_weights(const std::filesystem::path& path, const model::Config& mc) {
-  Net net(mc);
+/// The parameters of `mc`'s model (a Net, or the dense StudentNet) stored under their layout names in `path`.
+template <class N = Net>
+std::vector<float> load_weights(const std::filesystem::path& path, const model::Config& mc) {
+  N net(mc);
   std::vector<float> params(net.num_params());
   (void)train::load_params(path, net, std::span<float>(params));
   return params;
 }
 
 /// A plain weights file: the parameters under their layout names and the model config.
-inline void save_weights(const std::filesystem::path& path, const Net& net, std::span<const float> params,
-                         const io::SafetensorsMetadata& extra) {
+template <class N>
+void save_weights(const std::filesystem::path& path, const N& net, std::span<const float> params,
+                  const io::SafetensorsMetadata& extra) {
   io::SafetensorsMetadata meta;
-  for (const auto& [k, v] : net.model_metadata()) meta[k] = v;  // the config and the attention policy
+  for (const auto& [k, v] : net.model_metadata()) meta[k] = v;  // the config, the attention and FFN policies
   meta["format"] = weights_format;
   for (const auto& [k, v] : extra) meta[k] = v;
   std::vector<io::SafetensorsEntry> entries;
@@ -44,15 +46,31 @@ inline void save_weights(const std::filesystem::path& path, const Net& net, std:
   io::write_safetensors(path, entries, meta);
 }
 
+/// An MoE model's router statistics since the last call (Net::take_router_stats()); none for a dense one.
+template <class N>
+std::vector<moe::RouterStats> take_router_stats(N& net) {
+  if constexpr (N::routed) return net.take_router_stats();
+  else return {};
+}
+
+/// MoE builds: a progress-line figure of a step's router statistics ("" for a dense model).
+inline std::string load_text(const examples::RouterWindow& w) {
+  if (w.empty()) return "";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "  load max/mean %.2f", w.max_over_mean());
+  return buf;
+}
+
 }  // namespace detail
 
 inline int Pipeline::run() {
   const auto t0 = std::chrono::steady_clock::now();
   const Stage from = stage_of(o_.from), until = stage_of(o_.until);
   REASON_CHECK(from <= until, "r1: --from ", o_.from, " comes after --until ", o_.until);
-  model::Config mc = config_of(o_.teacher, o_.seq);
+  model::Config mc = policy_config(o_.teacher, o_.seq);
   std::vector<float> policy;
   std::string resume;
+  bool dense_model = false;  // an MoE build given a (dense) student's weights: only --from eval takes them
   if (!o_.checkpoint.empty()) {
     const io::SafetensorsFile file = io::SafetensorsFile::open(o_.checkpoint);
     const std::string kind = detail::format_of(file);
@@ -61,7 +79,13 @@ inline int Pipeline::run() {
                      (from == Stage::grpo && kind == rl::grpo_checkpoint_format);
     REASON_CHECK(from != Stage::sft || own, "r1: --from sft resumes an SFT checkpoint (format ", train::checkpoint_format,
                  "); '", o_.checkpoint, "' has format ", kind);
+    const auto ffn = file.metadata().find("ffn");  // absent in files from before MoE models: dense
+    dense_model = Net::routed && (ffn == file.metadata().end() || ffn->second == StudentNet::ffn_signature());
+    REASON_CHECK(!dense_model || from == Stage::eval, "r1: '", o_.checkpoint, "' is a dense model (",
+                 StudentNet::ffn_signature(), "), the policy of this build is ", Net::ffn_signature(),
+                 "; only --from eval takes a dense model (a distilled student)");
     if (own) resume = o_.checkpoint;
+    else if (dense_model) policy = detail::load_weights<StudentNet>(o_.checkpoint, mc);
     else policy = detail::load_weights(o_.checkpoint, mc);
     std::printf("starting at stage %s from %s (%s, %s)\n", o_.from.c_str(), o_.checkpoint.c_str(), kind.c_str(),
                 own ? "resuming" : "as the initial model");
@@ -74,6 +98,13 @@ inline int Pipeline::run() {
               static_cast<long long>(mc.intermediate_size), static_cast<long long>(mc.max_seq_len), held_out_.size());
   std::printf("attention: %s (built with REASON_EXAMPLE_ATTENTION=%s: %s), head_dim %d\n",
               Net::attention_signature().c_str(), AttentionChoice::name, AttentionChoice::detail, Net::head_dim);
+  std::printf("%s (built with REASON_EXAMPLE_FFN=%s)\n",
+              (dense_model ? examples::ffn_description<StudentNet>(mc) : examples::ffn_description<Net>(mc)).c_str(),
+              FfnChoice::name);
+  if (Net::routed && !dense_model) {
+    const Net net(mc);
+    std::printf("policy parameters: %zu in all, %zu active per token\n", net.num_params(), examples::active_params(net));
+  }
 
   if (runs(Stage::sft)) {
     policy = run_sft(mc, resume);
@@ -86,11 +117,12 @@ inline int Pipeline::run() {
     policy = run_grpo(mc, policy, resume);
     evals_.push_back(run_eval("grpo", mc, policy));
   }
-  if (from == Stage::eval) evals_.push_back(run_eval("model", mc, policy));
+  if (from == Stage::eval)
+    evals_.push_back(dense_model ? run_eval<StudentNet>("model", mc, policy) : run_eval("model", mc, policy));
   if (runs(Stage::distill)) {
-    const model::Config sc = config_of(o_.student, mc.max_seq_len);
+    const model::Config sc = config_of(o_.student, mc.max_seq_len);  // dense, whatever the policy's FFN
     const std::vector<float> student = run_distill(mc, sc, policy);
-    evals_.push_back(run_eval("student", sc, student));
+    evals_.push_back(run_eval<StudentNet>("student", sc, student));
   }
   seconds_ = detail::seconds_since(t0);
   print_table();
@@ -130,15 +162,29 @@ inline std::vector<float> Pipeline::run_sft(const model::Config& mc, const std::
   const std::filesystem::path ckpt = out_ / "sft.safetensors";
   train::Progress progress(o_.sft_steps, o_.log_every);
   progress.restart(trainer.step());
+  examples::RouterWindow tail;  // MoE builds: the router statistics of the last 50 steps
   while (!trainer.done()) {
-    const train::StepStats s = trainer.run_step(source);
+    const train::StepStats s = trainer.run_step(source);  // (an MoE model's gates balance after the update)
     const std::string stage = curriculum.stage(s.step).name;
-    progress.step(s.step, s.loss, s.lr, s.tokens, stage);
-    metrics_->write({{"stage", "sft"}, {"step", s.step + 1}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
-                     {"tokens", s.tokens}, {"curriculum", stage}, {"elapsed_s", progress.elapsed()}});
+    std::vector<moe::RouterStats> router;
+    examples::RouterWindow step_router;
+    if constexpr (Net::routed) {
+      router = detail::take_router_stats(net);
+      step_router.add(router);
+      if (s.step + 50 >= o_.sft_steps) tail.add(router);
+    }
+    progress.step(s.step, s.loss, s.lr, s.tokens, stage + detail::load_text(step_router));
+    io::Json row{{"stage", "sft"}, {"step", s.step + 1}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
+                 {"tokens", s.tokens}, {"curriculum", stage}, {"elapsed_s", progress.elapsed()}};
+    if constexpr (Net::routed) examples::add_router_fields(row, router, mc.first_dense_layers);
+    metrics_->write(row);
     if (trainer.step() % 250 == 0 || trainer.done()) train::save_checkpoint(ckpt, trainer, extra);
   }
   std::printf("SFT done in %.0f s; checkpoint %s\n", progress.elapsed(), ckpt.c_str());
+  if (!tail.empty()) {
+    router_notes_.push_back("sft: " + tail.summary());
+    std::printf("%s\n", router_notes_.back().c_str());
+  }
   draw_chart();
   return {trainer.params().begin(), trainer.params().end()};
 }
@@ -184,8 +230,9 @@ inline std::vector<float> Pipeline::run_grpo(const model::Config& mc, const std:
   const auto t0 = std::chrono::steady_clock::now();
   double window_reward = 0, window_acc = 0, max_gap = 0;
   int window = 0;
+  examples::RouterWindow window_router, tail;  // MoE builds: per progress line; the last 50 steps
   while (policy.step() < o_.grpo_steps) {
-    const rl::GrpoStepStats s = policy.run_step(source);
+    const rl::GrpoStepStats s = policy.run_step(source);  // (an MoE model's gates balance after each update)
     io::Json row{{"stage", "grpo"},
                  {"step", s.step + 1},
                  {"reward_mean", s.reward_mean},
@@ -203,6 +250,12 @@ inline std::vector<float> Pipeline::run_grpo(const model::Config& mc, const std:
                  {"seconds", s.seconds.total},
                  {"elapsed_s", detail::seconds_since(t0)}};
     for (const rl::RewardComponent& c : s.components) row[std::string("reward_") + c.name] = c.mean;
+    if constexpr (Net::routed) {  // the router over the step's training forwards (none if no update)
+      const std::vector<moe::RouterStats> router = detail::take_router_stats(net);
+      examples::add_router_fields(row, router, mc.first_dense_layers);
+      window_router.add(router);
+      if (s.step + 50 >= o_.grpo_steps) tail.add(router);
+    }
     metrics_->write(row);
     max_gap = std::max(max_gap, s.rollout_logp_gap);
     window_reward += s.reward_mean;
@@ -210,25 +263,32 @@ inline std::vector<float> Pipeline::run_grpo(const model::Config& mc, const std:
     ++window;
     if (policy.step() % o_.log_every == 0 || policy.step() == o_.grpo_steps) {
       std::printf("grpo step %5lld/%lld  reward %.3f  accuracy %.3f  kl %.4f  clip %.3f  length %.1f  entropy %.3f  "
-                  "(%.1f s/step)\n",
+                  "(%.1f s/step)%s\n",
                   static_cast<long long>(policy.step()), static_cast<long long>(o_.grpo_steps), window_reward / window,
                   window_acc / window, s.kl, s.clip_fraction, s.completion_length, s.entropy,
-                  detail::seconds_since(t0) / static_cast<double>(std::max<std::int64_t>(1, s.step + 1)));
+                  detail::seconds_since(t0) / static_cast<double>(std::max<std::int64_t>(1, s.step + 1)),
+                  detail::load_text(window_router).c_str());
       std::fflush(stdout);
       window_reward = window_acc = 0;
       window = 0;
+      window_router.clear();
     }
     if (policy.step() % 50 == 0 || policy.step() == o_.grpo_steps) rl::save_checkpoint(ckpt, policy, extra);
   }
   std::printf("GRPO done in %.0f s; checkpoint %s\n", detail::seconds_since(t0), ckpt.c_str());
   std::printf("largest |log p_rollout - log p_train| over the sampled tokens of the run: %.2e\n", max_gap);
+  if (!tail.empty()) {
+    router_notes_.push_back("grpo: " + tail.summary());
+    std::printf("%s\n", router_notes_.back().c_str());
+  }
   draw_chart();
   return {policy.params().begin(), policy.params().end()};
 }
 
-// Stage 3: evaluation on the held-out set.
-inline Evaluated Pipeline::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
-  Net net(mc);
+// Stage 3: evaluation on the held-out set (of the policy, a Net, or of the dense student).
+template <class EvalNet>
+Evaluated Pipeline::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
+  EvalNet net(mc);
   rl::EvalConfig ec;
   ec.max_new_tokens = mc.max_seq_len;
   ec.samples = o_.eval_samples;
@@ -254,6 +314,7 @@ inline Evaluated Pipeline::run_eval(const std::string& name, const model::Config
                 {"sampled_accuracy", r.sampled_accuracy}, {"seconds", r.seconds}};
   for (const auto& [k, v] : r.pass_at_k) line["pass@" + std::to_string(k)] = v;
   for (const auto& [level, lv] : r.levels) line["accuracy_level_" + std::to_string(level)] = lv.accuracy();
+  if constexpr (Net::routed) line["ffn"] = EvalNet::routed ? FfnChoice::name : "dense";  // (dense builds: as before)
   metrics_->write(line);
   std::printf("eval %-8s greedy accuracy %.1f%% ± %.1f  format %.1f%%  length %.1f", name.c_str(), 100 * r.accuracy,
               100 * r.accuracy_se, 100 * r.format_rate, r.mean_tokens);

@@ -8,13 +8,16 @@
 // accuracy is reported per difficulty level.
 //
 // The attention policy is a compile-time choice: configure with -DREASON_EXAMPLE_ATTENTION=<variant>
-// (multi_head, sliding_window, top_k, hierarchical, mla; examples/common/attention_choice.hpp).
+// (multi_head, sliding_window, top_k, hierarchical, mla; examples/common/attention_choice.hpp). So is
+// the feed-forward policy: -DREASON_EXAMPLE_FFN=<variant> (dense, moe, moe_switch; examples/common/
+// ffn_choice.hpp); the target sft_moe is this program built with the DeepSeek-V3-style moe variant.
 // The run itself is examples/sft/sft_run.hpp, shared with examples/attention_swap.
 //
 // Outputs in --out: metrics.jsonl (one line per step, then one per level of the evaluation),
 // heldout.jsonl (the evaluation problems), checkpoint.safetensors (resume with --resume; its
 // tensors under their layout names are also the trained weights), eval.jsonl (every held-out
-// completion).
+// completion). An MoE build adds each step's router statistics to its metrics line
+// (examples/common/router_metrics.hpp).
 // Ctrl-C stops after the current micro-batch and writes a checkpoint to resume from.
 #include <CLI/CLI.hpp>
 
@@ -26,11 +29,12 @@
 #include <string>
 
 #include "common/attention_choice.hpp"
+#include "common/ffn_choice.hpp"
 #include "sft/sft_run.hpp"
 
 using namespace reason;
 
-using Net = sft::NetWith<examples::Attention>;  // the attention policy of this build; the rest fixed
+using Net = sft::NetWith<examples::Attention, examples::FfnChoice>;  // this build's attention and FFN; the rest fixed
 
 namespace {
 
@@ -47,6 +51,9 @@ int main(int argc, char** argv) try {
   app.add_option("--resume", o.resume, "checkpoint to resume from");
   app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->capture_default_str();
   app.add_option("--stop-after", o.stop_after, "checkpoint and exit after this many steps (simulated interruption)");
+  app.add_option("--stop-micro", o.stop_micro,
+                 "with --stop-after: stop that many micro-batches into the next step instead (mid-accumulation)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   namespace fs = std::filesystem;
@@ -56,16 +63,19 @@ int main(int argc, char** argv) try {
 
   const sft::Data data(o);
   data::write_problems_jsonl(fs::path(o.out) / "heldout.jsonl", data.held_out.problems);
-  sft::Run<Net> run(o);
+  REASON_CHECK(o.stop_micro < o.micro_batches, "sft: --stop-micro ", o.stop_micro, " must be below --micro-batches ",
+               o.micro_batches);
+  sft::Run<Net, examples::FfnChoice> run(o);
 
   const fs::path ckpt = fs::path(o.out) / "checkpoint.safetensors";
   // The held-out set decides which problems training avoids: part of the run's identity. (The
-  // checkpoint also records the attention policy; a resume with another one is refused.)
+  // checkpoint also records the attention and FFN policies; a resume with others is refused.)
   const io::SafetensorsMetadata extra{{"example", "sft"},
                                       {"data.eval_per_level", std::to_string(o.eval_per_level)},
                                       {"data.eval_jsonl", o.eval_jsonl}};
   if (!o.resume.empty()) {
     const auto meta = train::load_checkpoint(o.resume, run.trainer());
+    run.resume_router(meta);
     for (const auto& [key, value] : extra) {
       const auto it = meta.find(key);
       REASON_CHECK(it != meta.end() && it->second == value, "sft: '", o.resume, "' was written with ", key, " = '",
@@ -77,6 +87,7 @@ int main(int argc, char** argv) try {
 
   std::printf("built with REASON_EXAMPLE_ATTENTION=%s: %s\n", examples::AttentionChoice::name,
               examples::AttentionChoice::detail);
+  std::printf("built with REASON_EXAMPLE_FFN=%s: %s\n", examples::FfnChoice::name, examples::FfnChoice::detail);
   run.print_model();
   sft::print_training(o, data);
 
@@ -85,7 +96,9 @@ int main(int argc, char** argv) try {
   io::JsonlWriter metrics(metrics_path);
   const auto t0 = std::chrono::steady_clock::now();
   if (!run.train(data, metrics, ckpt, extra, &g_stop).finished) return 0;
-  sft::report(run.evaluate(data.held_out), o.out, metrics, examples::AttentionChoice::name);
+  // Dense builds' metrics lines stay as they were; MoE builds tag their evaluation with the FFN variant.
+  sft::report(run.evaluate(data.held_out), o.out, metrics, examples::AttentionChoice::name,
+              Net::routed ? examples::FfnChoice::name : "");
   std::printf("total time %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
 } catch (const std::exception& e) {

@@ -1,8 +1,9 @@
 // examples/sft/sft_run.hpp — the SFT example's run as a template over the model type: flags, data,
 // the training loop (metrics, checkpoints, interruption) and the greedy held-out evaluation.
 //
-// examples/sft runs it for the attention policy the build was configured with; examples/
-// attention_swap runs the same code once per attention policy, on the same data and seed.
+// examples/sft runs it for the attention and feed-forward policies the build was configured with
+// (sft_moe: the DeepSeek-V3-style MoE FFN); examples/attention_swap runs the same code once per
+// attention policy, with the dense FFN, on the same data and seed.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -17,8 +18,11 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "common/ffn_choice.hpp"
+#include "common/router_metrics.hpp"
 #include "reason/data/arithmetic.hpp"
 #include "reason/data/curriculum.hpp"
 #include "reason/data/held_out.hpp"
@@ -41,13 +45,14 @@ namespace sft {
 
 using namespace reason;
 
-/// The examples' model with attention policy `Attention`; the other choices are fixed.
-template <class Attention>
-using NetWith = model::Transformer<Attention,         // attention policy
-                                   ffn::SwiGLU,       // feed-forward policy
-                                   norm::RMSNorm,     // norm policy
-                                   linear::Dense,     // linear-layer policy
-                                   precision::Fp32>;  // number types
+/// The examples' model with attention policy `Attention` and the feed-forward policy of `FfnVariant`
+/// (a variant of common/ffn_choice.hpp; dense SwiGLU by default); the other choices are fixed.
+template <class Attention, class FfnVariant = examples::ffn_variants::dense>
+using NetWith = model::Transformer<Attention,                    // attention policy
+                                   typename FfnVariant::type,    // feed-forward policy
+                                   norm::RMSNorm,                // norm policy
+                                   linear::Dense,                // linear-layer policy
+                                   precision::Fp32>;             // number types
 using Optimizer = optim::AdamW;
 
 struct Options {
@@ -67,6 +72,7 @@ struct Options {
   std::string eval_jsonl;  // evaluate on these problems instead of generated ones
   std::int64_t checkpoint_every = 200;
   std::int64_t stop_after = -1;  // simulate an interruption: checkpoint and exit after this many steps
+  int stop_micro = 0;            // ... and this many micro-batches of the next step (mid-accumulation)
   std::int64_t log_every = 50;
 };
 
@@ -76,7 +82,7 @@ inline void add_options(CLI::App& app, Options& o) {
   app.add_option("--layers", o.layers, "transformer blocks")->capture_default_str();
   app.add_option("--heads", o.heads, "query heads (head_dim is 32)")->capture_default_str();
   app.add_option("--kv-heads", o.kv_heads, "key/value heads (GQA)")->capture_default_str();
-  app.add_option("--ffn", o.ffn, "SwiGLU hidden width")->capture_default_str();
+  app.add_option("--ffn", o.ffn, "SwiGLU hidden width (of the dense layers of an MoE model)")->capture_default_str();
   app.add_option("--seq", o.seq, "maximum sequence length")->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
   app.add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
@@ -173,6 +179,7 @@ struct Trained {
   double seconds = 0;     // training time of this process
   double target_tokens_per_s = 0;
   double final_loss = 0;  // mean loss of the last (up to) 50 steps
+  examples::RouterWindow router;  // MoE models: the router statistics of the last (up to) 50 steps
 };
 
 /// The lines every run prints about its data and schedule.
@@ -184,19 +191,34 @@ inline void print_training(const Options& o, const Data& d) {
               o.eval_jsonl.empty() ? "generated" : o.eval_jsonl.c_str());
 }
 
-/// One model trained and evaluated by the SFT recipe.
-template <class Net>
+/// One model trained and evaluated by the SFT recipe: `Net` is NetWith<Attention, FfnVariant>, and
+/// FfnVariant's numbers (expert width, dense layers) complete the model config.
+template <class Net, class FfnVariant = examples::ffn_variants::dense>
 class Run {
+  static_assert(std::is_same_v<typename Net::ffn_policy, typename FfnVariant::type>,
+                "sft::Run<Net, FfnVariant>: Net's feed-forward policy is not FfnVariant's");
+
  public:
   explicit Run(const Options& o)
       : o_(o),
-        net_(model_config(o)),
+        net_(examples::with_ffn<FfnVariant>(model_config(o))),
         trainer_(net_, Optimizer{.config = {.weight_decay = o.weight_decay}}, train_config(o)) {}
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
   [[nodiscard]] const Net& net() const { return net_; }
   [[nodiscard]] train::Trainer<Net, Optimizer>& trainer() { return trainer_; }
+
+  /// After train::load_checkpoint of a checkpoint written mid-step: the router statistics of that
+  /// step's micro-batches before the interruption (metadata "router.partial"), which the resumed
+  /// step's metrics line includes. (The library itself restores the step's expert load, which the
+  /// balancing update after the step needs.)
+  void resume_router(const io::SafetensorsMetadata& meta) {
+    if constexpr (Net::routed) {
+      const auto it = meta.find(router_partial_key);
+      router_carried_ = it == meta.end() ? std::vector<moe::RouterStats>{} : examples::router_stats_from_string(it->second);
+    }
+  }
 
   /// The decode cache of one sequence of max_seq_len tokens, every layer.
   [[nodiscard]] std::size_t cache_bytes_per_sequence() const {
@@ -213,6 +235,9 @@ class Run {
     std::printf("attention: %s; decode cache %zu bytes per sequence of %lld tokens (%.0f per token)\n",
                 Net::attention_signature().c_str(), cache, static_cast<long long>(mc.max_seq_len),
                 static_cast<double>(cache) / static_cast<double>(mc.max_seq_len));
+    std::printf("%s\n", examples::ffn_description<Net>(mc).c_str());
+    if constexpr (Net::routed)
+      std::printf("parameters: %zu in all, %zu active per token\n", net_.num_params(), examples::active_params(net_));
   }
 
   /// Trains to the last step, writing a metrics line per step and a checkpoint every
@@ -221,39 +246,75 @@ class Run {
   Trained train(const Data& d, io::JsonlWriter& metrics, const std::filesystem::path& ckpt,
                 const io::SafetensorsMetadata& extra, const std::atomic<bool>* stop = nullptr) {
     auto stopping = [&] { return stop != nullptr && stop->load(); };
+    // o.stop_after steps and then o.stop_micro micro-batches of the next (a checkpoint mid-accumulation)
+    auto stop_point = [&] {
+      return o_.stop_after >= 0 && trainer_.step() >= o_.stop_after && trainer_.micro() >= o_.stop_micro;
+    };
     const std::int64_t tail_from = o_.steps - std::min<std::int64_t>(50, o_.steps);
     double tail_loss = 0;
     int tail = 0;
+    examples::RouterWindow tail_router;
     train::Progress progress(o_.steps, o_.log_every);
     progress.restart(trainer_.step());
     while (!trainer_.done()) {
       std::optional<train::StepStats> s = trainer_.run_micro(d.source);
       if (!s) {
-        if (stopping()) break;
+        if (stopping() || (o_.stop_micro > 0 && stop_point())) break;
         continue;
       }
       const std::string stage = d.curriculum.stage(s->step).name;
-      progress.step(s->step, s->loss, s->lr, s->tokens, stage);
-      metrics.write({{"step", s->step + 1},
-                     {"loss", s->loss},
-                     {"lr", s->lr},
-                     {"grad_norm", s->grad_norm},
-                     {"target_tokens", s->tokens},
-                     {"target_tokens_per_s", progress.tokens_per_second()},
-                     {"elapsed_s", progress.elapsed()},
-                     {"stage", stage}});
+      std::vector<moe::RouterStats> router;  // MoE models: the step's router statistics
+      std::string progress_extra = stage;
+      if constexpr (Net::routed) {
+        router = net_.take_router_stats();
+        if (!router_carried_.empty()) {  // the step began before a resume: its first micro-batches
+          for (std::size_t i = 0; i < router.size(); ++i) router_carried_[i].add(router[i]);
+          router = std::move(router_carried_);
+          router_carried_.clear();
+        }
+        examples::RouterWindow step_router;
+        step_router.add(router);
+        char load[48];
+        std::snprintf(load, sizeof load, "  load max/mean %.2f", step_router.max_over_mean());
+        progress_extra += load;
+        if (s->step >= tail_from) tail_router.add(router);
+      }
+      progress.step(s->step, s->loss, s->lr, s->tokens, progress_extra);
+      io::Json row{{"step", s->step + 1},
+                   {"loss", s->loss},
+                   {"lr", s->lr},
+                   {"grad_norm", s->grad_norm},
+                   {"target_tokens", s->tokens},
+                   {"target_tokens_per_s", progress.tokens_per_second()},
+                   {"elapsed_s", progress.elapsed()},
+                   {"stage", stage}};
+      if constexpr (Net::routed) examples::add_router_fields(row, router, net_.config().first_dense_layers);
+      metrics.write(row);
       if (s->step >= tail_from) {
         tail_loss += s->loss;
         ++tail;
       }
-      if (stopping() || (o_.stop_after >= 0 && trainer_.step() >= o_.stop_after)) break;
+      if (stopping() || (o_.stop_micro == 0 && stop_point())) break;
       if (o_.checkpoint_every > 0 && trainer_.step() % o_.checkpoint_every == 0) train::save_checkpoint(ckpt, trainer_, extra);
     }
     Trained t{.finished = trainer_.done(),
               .seconds = progress.elapsed(),
               .target_tokens_per_s = progress.tokens_per_second(),
-              .final_loss = tail_loss / std::max(1, tail)};
-    train::save_checkpoint(ckpt, trainer_, extra);  // the final weights, or where to resume
+              .final_loss = tail_loss / std::max(1, tail),
+              .router = tail_router};
+    if constexpr (Net::routed)
+      if (!t.router.empty()) progress.line(t.router.summary());
+    io::SafetensorsMetadata meta = extra;
+    if constexpr (Net::routed) {
+      if (trainer_.micro() > 0) {  // stopped mid-step: keep the step's router statistics so far
+        examples::RouterWindow partial;
+        partial.add(router_carried_, false);
+        partial.add(net_.take_router_stats(), false);
+        router_carried_ = partial.layers();
+        meta[router_partial_key] = examples::router_stats_to_string(router_carried_);
+      }
+    }
+    train::save_checkpoint(ckpt, trainer_, meta);  // the final weights, or where to resume
     if (!t.finished)
       progress.line("stopped at step " + std::to_string(trainer_.step()) + " (micro-batch " +
                     std::to_string(trainer_.micro()) + "); resume with --resume " + ckpt.string());
@@ -290,15 +351,17 @@ class Run {
   }
 
  private:
+  static constexpr const char* router_partial_key = "router.partial";
   Options o_;
   Net net_;
   train::Trainer<Net, Optimizer> trainer_;
+  std::vector<moe::RouterStats> router_carried_;  // MoE models: the current step's statistics before a resume
 };
 
 /// Prints the evaluation per level, writes its lines to `metrics` (tagged with the attention
-/// variant) and every completion to <dir>/eval.jsonl.
+/// variant, and with the FFN variant when `ffn` is given) and every completion to <dir>/eval.jsonl.
 inline void report(const Evaluation& e, const std::filesystem::path& dir, io::JsonlWriter& metrics,
-                   const std::string& attention) {
+                   const std::string& attention, const std::string& ffn = {}) {
   io::write_jsonl(dir / "eval.jsonl", e.rows);
   std::printf("\nheld-out exact-match accuracy (greedy, %d problems, %.1f s, %.0f generated tokens/s)\n", e.all.total,
               e.seconds, e.tokens_per_second());
@@ -306,12 +369,14 @@ inline void report(const Evaluation& e, const std::filesystem::path& dir, io::Js
   for (const auto& [level, sc] : e.levels) {
     std::printf("  %5d  %8d  %7d  %7.1f%%  %8.1f%%  %11.1f\n", level, sc.total, sc.correct, 100 * sc.accuracy(),
                 100 * sc.format_rate(), sc.mean_tokens());
-    metrics.write({{"eval_level", level},
-                   {"problems", sc.total},
-                   {"accuracy", sc.accuracy()},
-                   {"format_ok", sc.format_rate()},
-                   {"mean_response_tokens", sc.mean_tokens()},
-                   {"attention", attention}});
+    io::Json line{{"eval_level", level},
+                  {"problems", sc.total},
+                  {"accuracy", sc.accuracy()},
+                  {"format_ok", sc.format_rate()},
+                  {"mean_response_tokens", sc.mean_tokens()},
+                  {"attention", attention}};
+    if (!ffn.empty()) line["ffn"] = ffn;
+    metrics.write(line);
   }
   std::printf("  all    %8d  %7d  %7.1f%% ± %.1f (standard error)\n", e.all.total, e.all.correct, 100 * e.all.accuracy(),
               100 * e.all.standard_error());
