@@ -16,11 +16,15 @@
 #include "reason/optim/adamw.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/trainer.hpp"
+#include "support/counting_source.hpp"
+#include "support/decode_check.hpp"
 #include "support/gradcheck.hpp"
 
 using namespace reason;
 
 namespace {
+
+using test::counting_source;
 
 using Attn = attention::MultiHead<attention::Shape{.head_dim = 8}>;
 
@@ -65,20 +69,6 @@ Data token_data(index_t batch, index_t seq, index_t vocab, std::uint64_t seed) {
     d.targets.push_back(rng.below(4) == 0 ? -1 : static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(vocab))));
   }
   return d;
-}
-
-train::BatchSource counting_source(std::uint64_t seed, const train::TrainConfig& tc, index_t vocab) {
-  return [=](std::int64_t step, int micro, train::TokenBatch& b) {
-    b.resize(tc.batch, tc.seq);
-    Philox rng(seed, static_cast<std::uint64_t>(step * tc.micro_batches + micro));
-    for (index_t i = 0; i < tc.batch; ++i) {
-      const auto start = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(vocab)));
-      for (index_t t = 0; t < tc.seq; ++t) {
-        b.tokens[i * tc.seq + t] = static_cast<std::int32_t>((start + t) % vocab);
-        b.targets[i * tc.seq + t] = t + 1 < tc.seq ? static_cast<std::int32_t>((start + t + 1) % vocab) : -1;
-      }
-    }
-  };
 }
 
 train::TrainConfig small_train(std::int64_t steps, int micro) {
@@ -185,35 +175,13 @@ using Gate8Cap = moe::SigmoidTopK<moe::GateConfig{.experts = 8, .top_k = 2}, moe
 using MoE8Cap = moe::MoE<Gate8Cap, ffn::SwiGLU, moe::Shared<1>>;
 
 TEST_CASE_TEMPLATE("Decoding an MoE Transformer token by token gives the full forward's logits", Ffn, MoE8, MoE8Cap) {
-  using Net = model::Transformer<Attn, Ffn>;
-  model::Config c = moe_config();
-  Net net(c);
-  const index_t batch = 3, seq = 9, V = c.vocab_size;
-  net.reserve(batch, seq);
-  std::vector<float> params(net.num_params());
-  net.layout().initialize(std::span<float>(params), 17);
-  const ParamInfo& bias = net.layout().find("layers.1.ffn.gate.e_score_correction_bias");
-  for (std::size_t i = 0; i < bias.numel; ++i) params[bias.offset + i] = 0.003f * static_cast<float>(i % 3);
-  const Data d = token_data(batch, seq, V, 4);
-  std::vector<float> full(static_cast<std::size_t>(batch * seq * V)), logits(static_cast<std::size_t>(batch * V));
-  net.logits(params.data(), make_view(static_cast<const std::int32_t*>(d.tokens.data()), batch, seq),
-             make_view(full.data(), batch * seq, V));
-  auto state = net.make_decode_state(batch, seq);
-  std::vector<std::int32_t> step(static_cast<std::size_t>(batch));
-  double worst = 0, peak = 0;
-  for (index_t t = 0; t < seq; ++t) {
-    for (index_t b = 0; b < batch; ++b) step[b] = d.tokens[b * seq + t];
-    net.decode_step(params.data(), make_view(static_cast<const std::int32_t*>(step.data()), batch), t, state,
-                    make_view(logits.data(), batch, V));
-    for (index_t b = 0; b < batch; ++b)
-      for (index_t v = 0; v < V; ++v) {
-        const double f = full[(b * seq + t) * V + v];
-        worst = std::max(worst, std::abs(static_cast<double>(logits[b * V + v]) - f));
-        peak = std::max(peak, std::abs(f));
-      }
-  }
-  INFO("max |decode - full| / max |full| = " << worst / peak);
-  CHECK(worst / peak <= 1e-5);
+  const double err = test::decode_vs_forward_error<Attn, Ffn>(
+      moe_config(), 3, 9, 17, [](const ParamLayout& layout, std::span<float> params) {
+        const ParamInfo& bias = layout.find("layers.1.ffn.gate.e_score_correction_bias");  // a bias that ranks
+        for (std::size_t i = 0; i < bias.numel; ++i) params[bias.offset + i] = 0.003f * static_cast<float>(i % 3);
+      });
+  INFO("max |decode - full| / max |full| = " << err);
+  CHECK(err <= 1e-5);
 }
 
 TEST_CASE("Capacity drops tokens in training forwards only; evaluation and decoding keep every token") {

@@ -14,11 +14,14 @@
 #include "reason/optim/sgd.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/trainer.hpp"
+#include "support/counting_source.hpp"
 #include "support/gradcheck.hpp"
 
 using namespace reason;
 
 namespace {
+
+using test::counting_source;
 
 using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 8}>, ffn::SwiGLU>;
 
@@ -32,22 +35,6 @@ model::Config small_config() {
   c.intermediate_size = 48;
   c.max_seq_len = 16;
   return c;
-}
-
-/// A learnable task: each sequence counts up from a random start modulo the vocabulary, so
-/// every next token is determined by the previous one. Pure function of (seed, step, micro).
-train::BatchSource counting_source(std::uint64_t seed, const train::TrainConfig& tc, index_t vocab) {
-  return [=](std::int64_t step, int micro, train::TokenBatch& b) {
-    b.resize(tc.batch, tc.seq);
-    Philox rng(seed, static_cast<std::uint64_t>(step * tc.micro_batches + micro));
-    for (index_t i = 0; i < tc.batch; ++i) {
-      const auto start = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(vocab)));
-      for (index_t t = 0; t < tc.seq; ++t) {
-        b.tokens[i * tc.seq + t] = static_cast<std::int32_t>((start + t) % vocab);
-        b.targets[i * tc.seq + t] = t + 1 < tc.seq ? static_cast<std::int32_t>((start + t + 1) % vocab) : -1;
-      }
-    }
-  };
 }
 
 train::TrainConfig small_train(std::int64_t steps, int micro) {
