@@ -7,7 +7,10 @@
 //                                  precision::Fp32>;                                        // number types
 //
 // Pre-norm blocks (GPT-2 / Llama): x += attn(norm1(x)); x += ffn(norm2(x)); then a final norm
-// and an untied LM head, trained with softmax cross-entropy on next tokens.
+// and an untied LM head, trained with softmax cross-entropy on next tokens. With a routed FFN
+// (moe::MoE<...>) the first Config::first_dense_layers layers keep Ffn::dense_policy and the rest
+// are MoE layers; the model then also gathers router statistics and balances the experts
+// (take_router_stats, balance_experts).
 //
 // Design rules (llm.c): no graph and no tape. forward() is the list of module calls in layer
 // order and backward() the same list reversed, each written out. Parameters and their
@@ -43,7 +46,6 @@
 
 namespace reason::model {
 
-/// Mean of a summed loss over `count` target tokens.
 namespace detail {
 template <class F, bool Routed>
 struct DenseFfnOf {
@@ -55,6 +57,7 @@ struct DenseFfnOf<F, true> {
 };
 }  // namespace detail
 
+/// Mean of a summed loss over `count` target tokens.
 struct LossResult {
   double loss_sum = 0;
   index_t count = 0;
