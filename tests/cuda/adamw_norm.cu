@@ -2,7 +2,7 @@
 // against the host kernels on the same inputs.
 //
 // AdamW: optim::AdamW::step on the host (which walks the layout: decay only where ParamInfo::decay,
-// non-trainable tensors skipped) against rcuda::adamw_step / adamw_update, for layouts of 2, 1680
+// non-trainable tensors skipped) against gpu::adamw_step / adamw_update, for layouts of 2, 1680
 // (300 runs: several launches), 10022 and 1057313 elements and an all-frozen one; odd sizes and
 // tensors at offsets that are not multiples of 4; pointers aligned, all offset alike (vector path
 // with a non-zero phase), offset differently (element path), and the two-slot state buffer;
@@ -20,7 +20,7 @@
 // Where the host value is inf or NaN the device value must be the same inf, or a NaN. Non-
 // trainable tensors and the guard elements around each buffer must keep their bits.
 //
-// Norm: rcuda::GradNorm against sqrt(kernels::sum_squares) (the host's double sum) for sizes 0 ..
+// Norm: gpu::GradNorm against sqrt(kernels::sum_squares) (the host's double sum) for sizes 0 ..
 // 10^7 + 1, pointers at offsets 0..3, fp32 and bf16: |norm_dev - norm_host| <= 1e-9 norm_host
 // (both sums are of non-negative doubles: each is within ~1e-12 relative of the exact sum);
 // the same norm, bit for bit, on a second run. Clip: with max_norm below the norm the gradients
@@ -53,8 +53,6 @@
 #include "reason/train/clip.hpp"
 
 using namespace reason;
-// CCCL (CUB, libcu++) has a top-level namespace cuda, so reason::cuda goes by another name here.
-namespace rcuda = reason::cuda;
 
 namespace {
 
@@ -149,7 +147,7 @@ class Padded {
   }
   std::size_t n_, off_;
   std::vector<T> image_;
-  rcuda::DeviceBuffer<T> buf_;
+  gpu::DeviceBuffer<T> buf_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -247,7 +245,7 @@ struct Tally {
 
 template <class G, class Acc>
 void check_adamw(const char* name, const ParamLayout& L, Mode mode, const optim::AdamW::Config& cfg, double lr,
-                 bool nonfinite, std::uint64_t seed, rcuda::Stream& stream) {
+                 bool nonfinite, std::uint64_t seed, gpu::Stream& stream) {
   const std::size_t n = L.size();
   // What each element is: 0 frozen, 1 trainable, 2 trainable with decay.
   std::vector<int> kind(n, 0);
@@ -301,10 +299,10 @@ void check_adamw(const char* name, const ParamLayout& L, Mode mode, const optim:
     host.step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(state), lr, t);
 
     if (mode == Mode::two_slot)
-      rcuda::adamw_step<G, Acc>(L, std::span<float>(dp.ptr(), n), std::span<const G>(dg.ptr(), n),
+      gpu::adamw_step<G, Acc>(L, std::span<float>(dp.ptr(), n), std::span<const G>(dg.ptr(), n),
                                std::span<float>(dm.ptr(), 2 * n), cfg, lr, t, stream.get());
     else
-      rcuda::adamw_step<G, Acc>(L, std::span<float>(dp.ptr(), n), std::span<const G>(dg.ptr(), n),
+      gpu::adamw_step<G, Acc>(L, std::span<float>(dp.ptr(), n), std::span<const G>(dg.ptr(), n),
                                std::span<float>(dm.ptr(), n), std::span<float>(dv.ptr(), n), cfg, lr, t, stream.get());
     stream.synchronize();
 
@@ -358,13 +356,13 @@ void check_adamw(const char* name, const ParamLayout& L, Mode mode, const optim:
 
 template <class G, class Acc>
 void adamw_all_modes(const char* name, const ParamLayout& L, const optim::AdamW::Config& cfg, double lr,
-                     bool nonfinite, std::uint64_t& seed, rcuda::Stream& stream) {
+                     bool nonfinite, std::uint64_t& seed, gpu::Stream& stream) {
   for (Mode m : {Mode::aligned, Mode::offset, Mode::mixed_phase, Mode::two_slot})
     check_adamw<G, Acc>(name, L, m, cfg, lr, nonfinite, ++seed, stream);
 }
 
 template <class G, class Acc>
-void adamw_suite(std::uint64_t& seed, rcuda::Stream& stream) {
+void adamw_suite(std::uint64_t& seed, gpu::Stream& stream) {
   const optim::AdamW::Config cfg{};  // 0.9, 0.95, 1e-8, 0.1
   const optim::AdamW::Config cfg2{0.8, 0.999, 1e-6, 0.01};
   adamw_all_modes<G, Acc>("tiny", tiny_layout(), cfg, 1e-3, false, seed, stream);
@@ -405,13 +403,13 @@ T scaled(T x, float f) {
 }
 
 template <class T>
-void check_norm(std::size_t n, std::size_t off, double scale, std::uint64_t seed, rcuda::Stream& stream) {
+void check_norm(std::size_t n, std::size_t off, double scale, std::uint64_t seed, gpu::Stream& stream) {
   std::vector<float> host;
   std::vector<T> dev;
   make_grads<T>(n, scale, seed, host, dev);
   Padded<T> buf(n, off);
   buf.upload(dev);
-  rcuda::GradNorm gn;
+  gpu::GradNorm gn;
   const double ref = std::sqrt(kernels::sum_squares<float>(std::span<const float>(host)));
   const double got = gn.norm<T>(std::span<const T>(buf.ptr(), n), stream.get());
   const double again = gn.norm<T>(std::span<const T>(buf.ptr(), n), stream.get());
@@ -458,7 +456,7 @@ void check_norm(std::size_t n, std::size_t off, double scale, std::uint64_t seed
 
 /// inf and NaN gradients: the norm and the clip as on the host.
 template <class T>
-void check_norm_nonfinite(std::size_t off, rcuda::Stream& stream) {
+void check_norm_nonfinite(std::size_t off, gpu::Stream& stream) {
   const std::size_t n = 50001;
   struct Case {
     const char* what;
@@ -475,7 +473,7 @@ void check_norm_nonfinite(std::size_t off, rcuda::Stream& stream) {
     for (auto [i, x] : c.specials) host[i] = x, dev[i] = encode<T>(x);
     Padded<T> buf(n, off);
     buf.upload(dev);
-    rcuda::GradNorm gn;
+    gpu::GradNorm gn;
     const double ref = std::sqrt(kernels::sum_squares<float>(std::span<const float>(host)));
     const double got = gn.clip_grad_norm<T>(std::span<T>(buf.ptr(), n), 1.0, stream.get());
     const std::vector<T> after = buf.download(0, n);
@@ -503,7 +501,7 @@ void check_norm_nonfinite(std::size_t off, rcuda::Stream& stream) {
 }
 
 template <class T>
-void norm_suite(std::uint64_t& seed, rcuda::Stream& stream) {
+void norm_suite(std::uint64_t& seed, gpu::Stream& stream) {
   const std::size_t sizes[] = {0, 1, 3, 4, 5, 1000, 16383, 16384, 16385, (std::size_t{1} << 20) + 3, 10'000'001};
   const double scales[] = {1.0, 1e-3, 1e3};
   int k = 0;
@@ -521,44 +519,44 @@ void norm_suite(std::uint64_t& seed, rcuda::Stream& stream) {
 
 void check_host_side() {
   const ParamLayout L = mixed_layout();
-  const auto runs = rcuda::adamw_segments(L);
-  const std::vector<rcuda::AdamWSegment> want = {{0, 481, true},     {481, 494, false},  {499, 625, true},
+  const auto runs = gpu::adamw_segments(L);
+  const std::vector<gpu::AdamWSegment> want = {{0, 481, true},     {481, 494, false},  {499, 625, true},
                                                 {625, 1629, false}, {1629, 10014, true}, {10014, 10020, false}};
   bool same = runs.size() == want.size();
   for (std::size_t i = 0; same && i < runs.size(); ++i)
     same = runs[i].begin == want[i].begin && runs[i].end == want[i].end && runs[i].decay == want[i].decay;
   report(same, "adamw_segments: 6 runs, neighbours with one decay flag merged, frozen buffers left out");
-  report(rcuda::adamw_segments(frozen_layout()).empty(), "adamw_segments: an all-frozen layout has no runs");
-  report(rcuda::adamw_segments(many_layout()).size() == 300, "adamw_segments: 300 runs for 150 weight/bias pairs");
+  report(gpu::adamw_segments(frozen_layout()).empty(), "adamw_segments: an all-frozen layout has no runs");
+  report(gpu::adamw_segments(many_layout()).size() == 300, "adamw_segments: 300 runs for 150 weight/bias pairs");
 
   const std::size_t n = L.size();
   std::vector<float> p(n), g(n), s(2 * n), m(n), v(n);
   std::vector<__nv_bfloat16> gb(n);
   const optim::AdamW::Config cfg{};
-  expect_error([&] { rcuda::adamw_step<float>(L, std::span<float>(p.data(), n - 1), std::span<const float>(g), std::span<float>(s), cfg, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_step<float>(L, std::span<float>(p.data(), n - 1), std::span<const float>(g), std::span<float>(s), cfg, 1e-3, 1, nullptr); },
                "params has 10021 elements, expected 10022", "adamw_step: params of the wrong size is named");
-  expect_error([&] { rcuda::adamw_step<__nv_bfloat16>(L, std::span<float>(p), std::span<const __nv_bfloat16>(gb.data(), n + 1), std::span<float>(s), cfg, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_step<__nv_bfloat16>(L, std::span<float>(p), std::span<const __nv_bfloat16>(gb.data(), n + 1), std::span<float>(s), cfg, 1e-3, 1, nullptr); },
                "grads has 10023 elements, expected 10022", "adamw_step: grads of the wrong size is named");
-  expect_error([&] { rcuda::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s.data(), n), cfg, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s.data(), n), cfg, 1e-3, 1, nullptr); },
                "state has 10022 elements, expected 20044", "adamw_step: a state of the wrong size is named");
-  expect_error([&] { rcuda::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(m), std::span<float>(v.data(), 5), cfg, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(m), std::span<float>(v.data(), 5), cfg, 1e-3, 1, nullptr); },
                "exp_avg_sq has 5 elements, expected 10022", "adamw_step: exp_avg_sq of the wrong size is named");
-  expect_error([&] { rcuda::adamw_update<float>(runs, n, nullptr, g.data(), m.data(), v.data(), cfg, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_update<float>(runs, n, nullptr, g.data(), m.data(), v.data(), cfg, 1e-3, 1, nullptr); },
                "params is a null pointer (10022 elements expected)", "adamw_update: a null params pointer is named");
-  expect_error([&] { rcuda::adamw_update<__nv_bfloat16>(runs, n, p.data(), nullptr, m.data(), v.data(), cfg, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_update<__nv_bfloat16>(runs, n, p.data(), nullptr, m.data(), v.data(), cfg, 1e-3, 1, nullptr); },
                "grads is a null pointer", "adamw_update: a null grads pointer is named");
-  expect_error([&] { rcuda::adamw_update<float>(runs, n, p.data(), g.data(), m.data(), nullptr, cfg, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_update<float>(runs, n, p.data(), g.data(), m.data(), nullptr, cfg, 1e-3, 1, nullptr); },
                "exp_avg_sq is a null pointer", "adamw_update: a null exp_avg_sq pointer is named");
-  expect_error([&] { rcuda::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s), cfg, 1e-3, 0, nullptr); },
+  expect_error([&] { gpu::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s), cfg, 1e-3, 0, nullptr); },
                "step t = 0", "adamw_step: t = 0 refused");
-  expect_error([&] { rcuda::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s), {1.0, 0.95, 1e-8, 0.1}, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s), {1.0, 0.95, 1e-8, 0.1}, 1e-3, 1, nullptr); },
                "beta1 = 1", "adamw_step: beta1 = 1 refused");
-  expect_error([&] { rcuda::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s), {0.9, -0.5, 1e-8, 0.1}, 1e-3, 1, nullptr); },
+  expect_error([&] { gpu::adamw_step<float>(L, std::span<float>(p), std::span<const float>(g), std::span<float>(s), {0.9, -0.5, 1e-8, 0.1}, 1e-3, 1, nullptr); },
                "beta2 = -0.5", "adamw_step: beta2 < 0 refused");
-  const rcuda::AdamWSegment outside[] = {{0, n + 1, true}};
-  expect_error([&] { rcuda::adamw_update<float>(outside, n, p.data(), g.data(), m.data(), v.data(), cfg, 1e-3, 1, nullptr); },
+  const gpu::AdamWSegment outside[] = {{0, n + 1, true}};
+  expect_error([&] { gpu::adamw_update<float>(outside, n, p.data(), g.data(), m.data(), v.data(), cfg, 1e-3, 1, nullptr); },
                "lies outside the 10022-element buffers", "adamw_update: a run past the buffers refused");
-  rcuda::GradNorm gn;
+  gpu::GradNorm gn;
   expect_error([&] { (void)gn.norm<float>(std::span<const float>(static_cast<const float*>(nullptr), 10), nullptr); },
                "grads is a null pointer with 10 elements", "GradNorm: a null gradient pointer is named");
 }
@@ -574,8 +572,8 @@ int main() {
       std::printf("no CUDA device: the argument checks ran; the rest needs a GPU (skipped)\n");
       return failures ? 1 : 77;
     }
-    (void)rcuda::require_device(0);
-    rcuda::Stream stream;
+    (void)gpu::require_device(0);
+    gpu::Stream stream;
     std::uint64_t seed = 1;
     adamw_suite<float, double>(seed, stream);
     adamw_suite<float, float>(seed, stream);

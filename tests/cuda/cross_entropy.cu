@@ -84,7 +84,7 @@ const char* type_name() {
 }
 
 template <class T>
-std::vector<T> download(const cuda::DeviceBuffer<T>& d) {
+std::vector<T> download(const gpu::DeviceBuffer<T>& d) {
   std::vector<T> h(d.size());
   d.copy_to(h);
   return h;
@@ -94,7 +94,7 @@ std::vector<T> download(const cuda::DeviceBuffer<T>& d) {
 // The row kernel.
 
 template <class T>
-void check_rows(cuda::CrossEntropyWorkspace& ws, index_t N, index_t V, index_t pad, float grad_scale,
+void check_rows(gpu::CrossEntropyWorkspace& ws, index_t N, index_t V, index_t pad, float grad_scale,
                 std::uint64_t seed) {
   Philox rng(seed, 7);
   const index_t ld = V + pad;
@@ -125,21 +125,21 @@ void check_rows(cuda::CrossEntropyWorkspace& ws, index_t N, index_t V, index_t p
   kernels::detail::ce_rows<float>(xv, tv, 0, grad_scale, make_view(dl_ref.data(), N, V), true, loss_ref);
   const auto host = kernels::softmax_cross_entropy<float>(xv, tv, grad_scale, View<float, 2>{});
 
-  cuda::DeviceBuffer<T> dx(x.size());
-  cuda::DeviceBuffer<std::int32_t> dt(targets.size());
+  gpu::DeviceBuffer<T> dx(x.size());
+  gpu::DeviceBuffer<std::int32_t> dt(targets.size());
   dt.copy_from(targets);
   const View<const std::int32_t, 1> dtv(dt.data(), {N});
   const View<T, 2> dxv(dx.data(), {N, V}, {ld, 1});
 
   // Loss only: the logits stay as they were.
   dx.copy_from(x);
-  const auto res_nograd = cuda::softmax_cross_entropy<T>(ws, dxv, dtv, grad_scale, false);
+  const auto res_nograd = gpu::softmax_cross_entropy<T>(ws, dxv, dtv, grad_scale, false);
   std::vector<float> loss_nograd(static_cast<std::size_t>(N));
   REASON_CUDA_CHECK(cudaMemcpy(loss_nograd.data(), ws.row_losses(), N * sizeof(float), cudaMemcpyDeviceToHost));
   const bool untouched = std::memcmp(download(dx).data(), x.data(), x.size() * sizeof(T)) == 0;
 
   // With the gradient.
-  const auto res = cuda::softmax_cross_entropy<T>(ws, dxv, dtv, grad_scale, true);
+  const auto res = gpu::softmax_cross_entropy<T>(ws, dxv, dtv, grad_scale, true);
   std::vector<float> loss_got(static_cast<std::size_t>(N));
   REASON_CUDA_CHECK(cudaMemcpy(loss_got.data(), ws.row_losses(), N * sizeof(float), cudaMemcpyDeviceToHost));
   const std::vector<T> got = download(dx);
@@ -234,12 +234,12 @@ struct LmGot {
 };
 
 template <class T, class G>
-LmGot<T, G> lm_device(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws, const std::vector<T>& h,
+LmGot<T, G> lm_device(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws, const std::vector<T>& h,
                       const std::vector<T>& w, const std::vector<std::int32_t>& t, const std::vector<G>& dw0,
                       index_t N, index_t C, index_t V, float g, index_t R, bool want_dh, bool want_dw) {
-  cuda::DeviceBuffer<T> dh_in(h.size()), dw_in(w.size()), scratch(static_cast<std::size_t>(R * V));
-  cuda::DeviceBuffer<std::int32_t> dt(t.size());
-  cuda::DeviceBuffer<G> ddh(static_cast<std::size_t>(N * C)), ddw(dw0.size());
+  gpu::DeviceBuffer<T> dh_in(h.size()), dw_in(w.size()), scratch(static_cast<std::size_t>(R * V));
+  gpu::DeviceBuffer<std::int32_t> dt(t.size());
+  gpu::DeviceBuffer<G> ddh(static_cast<std::size_t>(N * C)), ddw(dw0.size());
   dh_in.copy_from(h);
   dw_in.copy_from(w);
   dt.copy_from(t);
@@ -247,7 +247,7 @@ LmGot<T, G> lm_device(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws,
   std::vector<G> nan_fill(static_cast<std::size_t>(N * C), from_float<G>(NAN));  // dh must be overwritten
   ddh.copy_from(nan_fill);
   LmGot<T, G> out;
-  out.res = cuda::lm_head_cross_entropy<T, G>(
+  out.res = gpu::lm_head_cross_entropy<T, G>(
       gemm, ws, make_view<const T>(dh_in.data(), N, C), make_view<const T>(dw_in.data(), V, C),
       View<const std::int32_t, 1>(dt.data(), {N}), g, make_view(scratch.data(), R, V),
       want_dh ? make_view(ddh.data(), N, C) : View<G, 2>{}, want_dw ? make_view(ddw.data(), V, C) : View<G, 2>{});
@@ -257,7 +257,7 @@ LmGot<T, G> lm_device(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws,
 }
 
 template <class T, class G>
-void check_lm_head(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws, index_t N, index_t C, index_t V,
+void check_lm_head(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws, index_t N, index_t C, index_t V,
                    std::uint64_t seed) {
   Philox rng(seed, 9);
   std::vector<T> h(static_cast<std::size_t>(N * C)), w(static_cast<std::size_t>(V * C));
@@ -349,7 +349,7 @@ void check_lm_head(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws, in
 // A NaN logit makes its row's loss and gradient NaN (as on the host), wherever it sits in the
 // per-thread slices (first element of a thread, a thread with one element), and only that row's.
 
-void check_nan(cuda::CrossEntropyWorkspace& ws) {
+void check_nan(gpu::CrossEntropyWorkspace& ws) {
   for (index_t V : {index_t{7}, index_t{300}, index_t{5000}}) {
     const index_t N = 3;
     Philox rng(static_cast<std::uint64_t>(V), 5);
@@ -358,11 +358,11 @@ void check_nan(cuda::CrossEntropyWorkspace& ws) {
     x[0] = NAN;              // row 0: NaN as the first element of thread 0
     x[V + V - 1] = NAN;      // row 1: NaN as the last element
     const std::vector<std::int32_t> t = {3, 1, 2};
-    cuda::DeviceBuffer<float> dx(x.size());
-    cuda::DeviceBuffer<std::int32_t> dt(t.size());
+    gpu::DeviceBuffer<float> dx(x.size());
+    gpu::DeviceBuffer<std::int32_t> dt(t.size());
     dx.copy_from(x);
     dt.copy_from(t);
-    const auto res = cuda::softmax_cross_entropy<float>(ws, make_view(dx.data(), N, V),
+    const auto res = gpu::softmax_cross_entropy<float>(ws, make_view(dx.data(), N, V),
                                                         View<const std::int32_t, 1>(dt.data(), {N}), 1.0f, true);
     std::vector<float> loss(static_cast<std::size_t>(N));
     REASON_CUDA_CHECK(cudaMemcpy(loss.data(), ws.row_losses(), N * sizeof(float), cudaMemcpyDeviceToHost));
@@ -384,7 +384,7 @@ void check_nan(cuda::CrossEntropyWorkspace& ws) {
 
 bool names(const Error& e, const std::string& part) { return std::string(e.what()).find(part) != std::string::npos; }
 
-void check_errors(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws) {
+void check_errors(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws) {
   const index_t N = 12, V = 300, C = 16;
   Philox rng(99, 3);
   std::vector<float> x(static_cast<std::size_t>(N * V));
@@ -394,8 +394,8 @@ void check_errors(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws) {
   t[2] = -1;
   t[5] = static_cast<std::int32_t>(V);       // the first bad row
   t[9] = static_cast<std::int32_t>(V + 77);  // a later one
-  cuda::DeviceBuffer<float> dx(x.size());
-  cuda::DeviceBuffer<std::int32_t> dt(t.size());
+  gpu::DeviceBuffer<float> dx(x.size());
+  gpu::DeviceBuffer<std::int32_t> dt(t.size());
   dx.copy_from(x);
   dt.copy_from(t);
   const View<const std::int32_t, 1> dtv(dt.data(), {N});
@@ -404,10 +404,10 @@ void check_errors(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws) {
     bool ok = false;
     std::string msg = "no error";
     try {
-      (void)cuda::softmax_cross_entropy<float>(ws, make_view(dx.data(), N, V), dtv, 1.0f, true);
+      (void)gpu::softmax_cross_entropy<float>(ws, make_view(dx.data(), N, V), dtv, 1.0f, true);
     } catch (const Error& e) {
       msg = e.what();
-      ok = names(e, "targets[5] = 300 is out of range for vocabulary size 300") && names(e, "cuda::softmax_cross_entropy");
+      ok = names(e, "targets[5] = 300 is out of range for vocabulary size 300") && names(e, "gpu::softmax_cross_entropy");
     }
     const bool untouched = download(dx) == x;
     if (!ok || !untouched) ++failures;
@@ -419,7 +419,7 @@ void check_errors(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws) {
     t[5] = 3;
     t[9] = -1;
     dt.copy_from(t);
-    const auto res = cuda::softmax_cross_entropy<float>(ws, make_view(dx.data(), N, V), dtv, 1.0f, false);
+    const auto res = gpu::softmax_cross_entropy<float>(ws, make_view(dx.data(), N, V), dtv, 1.0f, false);
     const auto host = kernels::softmax_cross_entropy<float>(make_view<const float>(x.data(), N, V),
                                                             View<const std::int32_t, 1>(t.data(), {N}), 1.0f,
                                                             View<float, 2>{});
@@ -442,19 +442,19 @@ void check_errors(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws) {
     } catch (const Error& e) {
       msg = e.what();
       ok = names(e, "targets[10] = 301 is out of range for vocabulary size 300") &&
-           names(e, "cuda::lm_head_cross_entropy");
+           names(e, "gpu::lm_head_cross_entropy");
     }
     if (!ok) ++failures;
     std::printf("%s out-of-range target (fused): %s\n", ok ? "ok  " : "FAIL", msg.c_str());
     // The same through buffers kept here, to look at dh and dW after the throw.
-    cuda::DeviceBuffer<float> dh_in(h.size()), dw_in(w.size()), scratch(static_cast<std::size_t>(4 * V)),
+    gpu::DeviceBuffer<float> dh_in(h.size()), dw_in(w.size()), scratch(static_cast<std::size_t>(4 * V)),
         ddh(h.size()), ddw(w.size());
     dh_in.copy_from(h);
     dw_in.copy_from(w);
     ddw.copy_from(dw0);
     dt.copy_from(t);
     try {
-      (void)cuda::lm_head_cross_entropy<float>(gemm, ws, make_view<const float>(dh_in.data(), N, C),
+      (void)gpu::lm_head_cross_entropy<float>(gemm, ws, make_view<const float>(dh_in.data(), N, C),
                                                make_view<const float>(dw_in.data(), V, C), dtv, 0.5f,
                                                make_view(scratch.data(), 4, V), make_view(ddh.data(), N, C),
                                                make_view(ddw.data(), V, C));
@@ -468,7 +468,7 @@ void check_errors(cuda::CublasLtGemm& gemm, cuda::CrossEntropyWorkspace& ws) {
                 dh_zero ? "zero" : "NOT zero", dw_same ? "unchanged" : "CHANGED");
     // Bad arguments are named.
     try {
-      (void)cuda::lm_head_cross_entropy<float>(gemm, ws, make_view<const float>(dh_in.data(), N, C),
+      (void)gpu::lm_head_cross_entropy<float>(gemm, ws, make_view<const float>(dh_in.data(), N, C),
                                                make_view<const float>(dw_in.data(), V, C), dtv, 0.5f,
                                                make_view(scratch.data(), 4, V - 1), View<float, 2>{}, View<float, 2>{});
       ++failures;
@@ -491,9 +491,9 @@ int main() {
       std::printf("no CUDA device: skipped\n");
       return 77;
     }
-    (void)cuda::require_device(0);
-    cuda::CublasLtGemm gemm;
-    cuda::CrossEntropyWorkspace ws;
+    (void)gpu::require_device(0);
+    gpu::CublasLtGemm gemm;
+    gpu::CrossEntropyWorkspace ws;
     std::uint64_t seed = 1;
     struct RowCase {
       index_t N, V, pad;

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
       (void)cudaGetLastError();
-      expect_error([] { (void)cuda::require_device(); }, "no CUDA device is present", "require_device without a GPU");
+      expect_error([] { (void)gpu::require_device(); }, "no CUDA device is present", "require_device without a GPU");
       if (expect_none) return failures ? 1 : 0;
       std::printf("no CUDA device: the no-device error was checked; the rest needs a GPU (skipped)\n");
       return failures ? 1 : 77;
@@ -63,23 +63,23 @@ int main(int argc, char** argv) {
       std::printf("FAILED: --expect-no-device, but %d device(s) are visible (CUDA_VISIBLE_DEVICES not empty?)\n", count);
       return 1;
     }
-    const cuda::DeviceInfo d = cuda::require_device(0);
+    const gpu::DeviceInfo d = gpu::require_device(0);
     std::printf("device %d: %s, compute capability %d.%d, %zu MiB, %d SMs; compiled for \"%s\"\n", d.ordinal,
                 d.name.c_str(), d.major, d.minor, d.memory_bytes >> 20, d.multiprocessors,
-                cuda::compiled_architectures().c_str());
-    expect(!cuda::compiled_architectures().empty(), "the build passes REASON_CUDA_ARCHITECTURES");
-    expect_error([&] { (void)cuda::require_device(count); }, "only", "an ordinal past the last device");
+                gpu::compiled_architectures().c_str());
+    expect(!gpu::compiled_architectures().empty(), "the build passes REASON_CUDA_ARCHITECTURES");
+    expect_error([&] { (void)gpu::require_device(count); }, "only", "an ordinal past the last device");
     // A list that cannot run here: SASS only, for a capability of another major.
     const std::string other = d.major == 8 ? "90-real" : "80-real";
-    expect_error([&] { (void)cuda::require_device(0, other); }, "compute capability", "a build for another GPU");
+    expect_error([&] { (void)gpu::require_device(0, other); }, "compute capability", "a build for another GPU");
 
     const int n = 1 << 20;
     std::vector<float> host(n), back(n);
     for (int i = 0; i < n; ++i) host[i] = static_cast<float>(i);
-    cuda::DeviceBuffer<float> buf(n, "x");
+    gpu::DeviceBuffer<float> buf(n, "x");
     buf.copy_from(host);
-    cuda::Stream stream;
-    cuda::Event start, stop;
+    gpu::Stream stream;
+    gpu::Event start, stop;
     start.record(stream.get());
     add_one<<<(n + 255) / 256, 256, 0, stream.get()>>>(buf.data(), n);
     REASON_CUDA_CHECK(cudaGetLastError());
@@ -96,9 +96,9 @@ int main(int argc, char** argv) {
     expect(back[n - 1] == 0.0f && back[0] == 0.0f, "zero()");
     std::vector<float> wrong(n - 1);
     expect_error([&] { buf.copy_to(wrong); }, "host has 1048575 elements, the buffer 1048576", "copy size mismatch");
-    expect_error([] { cuda::DeviceBuffer<float> huge(std::size_t{1} << 45, "too big"); }, "for 'too big' failed",
+    expect_error([] { gpu::DeviceBuffer<float> huge(std::size_t{1} << 45, "too big"); }, "for 'too big' failed",
                  "an allocation the device cannot hold");
-    cuda::DeviceBuffer<float> moved = std::move(buf);
+    gpu::DeviceBuffer<float> moved = std::move(buf);
     expect(moved.size() == static_cast<std::size_t>(n) && buf.size() == 0 && buf.data() == nullptr, "move");
     expect_error([] { REASON_CUBLASLT_CHECK(cublasLtMatmulDescCreate(nullptr, CUBLAS_COMPUTE_32F, CUDA_R_32F)); },
                  "cublasLtMatmulDescCreate(nullptr", "a failed cuBLASLt call names itself");

@@ -51,17 +51,17 @@ double to_double(T x) {
   }
 }
 
-double apply_epilogue(double v, cuda::Epilogue e) {
+double apply_epilogue(double v, gpu::Epilogue e) {
   switch (e) {
-    case cuda::Epilogue::relu_bias: return v > 0 ? v : 0;
-    case cuda::Epilogue::gelu_bias: return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    case gpu::Epilogue::relu_bias: return v > 0 ? v : 0;
+    case gpu::Epilogue::gelu_bias: return 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
     default: return v;
   }
 }
 
 template <class In, class Out>
-void check(cuda::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, index_t K, index_t pad, float beta,
-           cuda::Compute compute, cuda::Epilogue epi, std::uint64_t seed) {
+void check(gpu::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, index_t K, index_t pad, float beta,
+           gpu::Compute compute, gpu::Epilogue epi, std::uint64_t seed) {
   Philox rng(seed, 1);
   const index_t a_rows = ta == Trans::N ? M : K, a_cols = ta == Trans::N ? K : M;
   const index_t b_rows = tb == Trans::N ? K : N, b_cols = tb == Trans::N ? N : K;
@@ -72,20 +72,20 @@ void check(cuda::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, i
   for (auto& x : b) x = from_float<In>(static_cast<float>(rng.uniform_double() * 2 - 1));
   for (auto& x : d) x = from_float<Out>(static_cast<float>(rng.uniform_double() * 2 - 1));
   for (auto& x : bias) x = from_float<Out>(static_cast<float>(rng.uniform_double() * 2 - 1));
-  cuda::DeviceBuffer<In> da(a.size()), db(b.size());
-  cuda::DeviceBuffer<Out> dd(d.size()), dbias(bias.size());
+  gpu::DeviceBuffer<In> da(a.size()), db(b.size());
+  gpu::DeviceBuffer<Out> dd(d.size()), dbias(bias.size());
   da.copy_from(a);
   db.copy_from(b);
   dd.copy_from(d);
   dbias.copy_from(bias);
-  const bool with_bias = epi != cuda::Epilogue::none;
+  const bool with_bias = epi != gpu::Epilogue::none;
   gemm.run<In, Out>(ta, tb, M, N, K, 1.0f, da.data(), lda, db.data(), ldb, beta, dd.data(), ldd, compute, epi,
                     with_bias ? dbias.data() : nullptr);
   REASON_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<Out> got(d.size());
   dd.copy_to(got);
 
-  const double tol = compute == cuda::Compute::tf32 ? 4e-3 : 1e-5;
+  const double tol = compute == gpu::Compute::tf32 ? 4e-3 : 1e-5;
   const double out_round = std::is_same_v<Out, float> ? 0.0 : 1.0 / 128;  // bf16: 8 significant bits
   double worst = 0;
   for (index_t i = 0; i < M; ++i)
@@ -113,7 +113,7 @@ void check(cuda::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, i
   std::printf("%s %s%s M %lld N %lld K %lld pad %lld beta %g %s%s epilogue %d: error / bound %.3f%s\n",
               ok ? "ok  " : "FAIL", ta == Trans::N ? "N" : "T", tb == Trans::N ? "N" : "T", static_cast<long long>(M),
               static_cast<long long>(N), static_cast<long long>(K), static_cast<long long>(pad), beta,
-              std::is_same_v<In, float> ? (compute == cuda::Compute::tf32 ? "tf32" : "fp32") : "bf16 in",
+              std::is_same_v<In, float> ? (compute == gpu::Compute::tf32 ? "tf32" : "fp32") : "bf16 in",
               std::is_same_v<Out, float> ? "" : ", bf16 out", static_cast<int>(epi), worst,
               pad_kept ? "" : " (padding overwritten)");
 }
@@ -128,31 +128,31 @@ int main() {
       std::printf("no CUDA device: skipped\n");
       return 77;
     }
-    (void)cuda::require_device(0);
-    cuda::CublasLtGemm gemm;
+    (void)gpu::require_device(0);
+    gpu::CublasLtGemm gemm;
     std::uint64_t seed = 1;
     const index_t shapes[][3] = {{1, 1, 1}, {17, 33, 65}, {128, 96, 256}, {512, 384, 128}};
     for (Trans ta : {Trans::N, Trans::T})
       for (Trans tb : {Trans::N, Trans::T})
         for (const auto& s : shapes) {
-          check<float, float>(gemm, ta, tb, s[0], s[1], s[2], 0, 0.0f, cuda::Compute::fp32, cuda::Epilogue::none, ++seed);
-          check<float, float>(gemm, ta, tb, s[0], s[1], s[2], 3, 1.0f, cuda::Compute::fp32, cuda::Epilogue::none, ++seed);
-          check<float, float>(gemm, ta, tb, s[0], s[1], s[2], 0, 0.0f, cuda::Compute::tf32, cuda::Epilogue::none, ++seed);
+          check<float, float>(gemm, ta, tb, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32, gpu::Epilogue::none, ++seed);
+          check<float, float>(gemm, ta, tb, s[0], s[1], s[2], 3, 1.0f, gpu::Compute::fp32, gpu::Epilogue::none, ++seed);
+          check<float, float>(gemm, ta, tb, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::tf32, gpu::Epilogue::none, ++seed);
         }
     for (const auto& s : shapes) {
-      check<__nv_bfloat16, float>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, cuda::Compute::fp32,
-                                  cuda::Epilogue::none, ++seed);
-      check<__nv_bfloat16, __nv_bfloat16>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, cuda::Compute::fp32,
-                                          cuda::Epilogue::none, ++seed);
-      for (cuda::Epilogue e : {cuda::Epilogue::bias, cuda::Epilogue::relu_bias, cuda::Epilogue::gelu_bias}) {
-        check<float, float>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, cuda::Compute::fp32, e, ++seed);
-        check<__nv_bfloat16, __nv_bfloat16>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, cuda::Compute::fp32, e,
+      check<__nv_bfloat16, float>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32,
+                                  gpu::Epilogue::none, ++seed);
+      check<__nv_bfloat16, __nv_bfloat16>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32,
+                                          gpu::Epilogue::none, ++seed);
+      for (gpu::Epilogue e : {gpu::Epilogue::bias, gpu::Epilogue::relu_bias, gpu::Epilogue::gelu_bias}) {
+        check<float, float>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32, e, ++seed);
+        check<__nv_bfloat16, __nv_bfloat16>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32, e,
                                             ++seed);
       }
     }
     // The plan cache: the same shape again makes no new plan.
     const std::size_t plans = gemm.cached_plans();
-    check<float, float>(gemm, Trans::N, Trans::T, 128, 96, 256, 0, 0.0f, cuda::Compute::fp32, cuda::Epilogue::none, ++seed);
+    check<float, float>(gemm, Trans::N, Trans::T, 128, 96, 256, 0, 0.0f, gpu::Compute::fp32, gpu::Epilogue::none, ++seed);
     if (gemm.cached_plans() != plans) {
       std::printf("FAIL: a repeated shape made a new plan (%zu -> %zu)\n", plans, gemm.cached_plans());
       ++failures;

@@ -14,7 +14,7 @@
 
 #include "reason/core/error.hpp"
 
-namespace reason::cuda {
+namespace reason::gpu {
 
 struct CompiledArch {
   int capability = 0;  // 90 for sm_90 / compute_90
@@ -70,4 +70,4 @@ struct CompiledArch {
   return s.empty() ? std::string("no architecture") : s;
 }
 
-}  // namespace reason::cuda
+}  // namespace reason::gpu

@@ -17,7 +17,7 @@
 #include "reason/core/cuda_check.hpp"
 #include "reason/core/error.hpp"
 
-namespace reason::cuda {
+namespace reason::gpu {
 
 struct DeviceInfo {
   int ordinal = 0;
@@ -62,4 +62,4 @@ inline DeviceInfo require_device(int ordinal = 0, const std::string& compiled = 
   return d;
 }
 
-}  // namespace reason::cuda
+}  // namespace reason::gpu

@@ -1,9 +1,9 @@
 // reason/core/device_buffer.hpp — GPU memory, streams and events that clean up after themselves.
 //
-//   cuda::DeviceBuffer<T>   `count` elements from plain cudaMalloc (no managed memory), freed on
+//   gpu::DeviceBuffer<T>   `count` elements from plain cudaMalloc (no managed memory), freed on
 //                           destruction; move-only. Copies to and from host spans check sizes.
-//   cuda::Stream            a non-blocking stream (cudaStreamNonBlocking), destroyed on destruction.
-//   cuda::Event             an event for ordering and for timing (elapsed_ms between two).
+//   gpu::Stream            a non-blocking stream (cudaStreamNonBlocking), destroyed on destruction.
+//   gpu::Event             an event for ordering and for timing (elapsed_ms between two).
 // Every call is checked (REASON_CUDA_CHECK). A destructor cannot throw: a failure there is
 // written to stderr as one whole line and otherwise ignored — by then the context is usually
 // gone anyway, and the earlier, checked call has already said why.
@@ -19,7 +19,7 @@
 #include "reason/core/cuda_check.hpp"
 #include "reason/core/error.hpp"
 
-namespace reason::cuda {
+namespace reason::gpu {
 
 namespace detail {
 inline void report_release_failure(const char* what, cudaError_t status) {
@@ -157,4 +157,4 @@ class Event {
   cudaEvent_t event_ = nullptr;
 };
 
-}  // namespace reason::cuda
+}  // namespace reason::gpu

@@ -55,7 +55,7 @@
 #include "reason/core/param_layout.hpp"
 #include "reason/optim/adamw.hpp"
 
-namespace reason::cuda {
+namespace reason::gpu {
 
 /// A run of consecutive trainable tensors with one decay flag: elements [begin, end) of the flat buffer.
 struct AdamWSegment {
@@ -73,7 +73,7 @@ inline constexpr int adamw_tile = adamw_threads * 4 * 4;  // elements per block-
   std::vector<AdamWSegment> runs;
   std::size_t expect = 0;
   for (const ParamInfo& p : layout.params()) {
-    REASON_CHECK(p.offset == expect, "cuda::adamw_segments: tensor '", p.name, "' starts at ", p.offset,
+    REASON_CHECK(p.offset == expect, "gpu::adamw_segments: tensor '", p.name, "' starts at ", p.offset,
                  ", expected ", expect, " (tensors must be contiguous, in declaration order)");
     expect = p.offset + p.numel;
     if (!p.trainable || p.numel == 0) continue;
@@ -82,7 +82,7 @@ inline constexpr int adamw_tile = adamw_threads * 4 * 4;  // elements per block-
     else
       runs.push_back({p.offset, p.offset + p.numel, p.decay});
   }
-  REASON_CHECK(expect == layout.size(), "cuda::adamw_segments: the tensors cover ", expect,
+  REASON_CHECK(expect == layout.size(), "gpu::adamw_segments: the tensors cover ", expect,
                " elements, the layout says ", layout.size());
   return runs;
 }
@@ -215,26 +215,26 @@ template <class G, class Acc = double>
 void adamw_update(std::span<const AdamWSegment> segments, std::size_t n, float* p, const G* g, float* m, float* v,
                   const optim::AdamW::Config& config, double lr, std::int64_t t, cudaStream_t stream) {
   static_assert(std::is_same_v<G, float> || std::is_same_v<G, __nv_bfloat16>,
-                "cuda::adamw_update: gradients are float or __nv_bfloat16");
+                "gpu::adamw_update: gradients are float or __nv_bfloat16");
   static_assert(std::is_same_v<Acc, float> || std::is_same_v<Acc, double>,
-                "cuda::adamw_update: the arithmetic is float or double");
-  REASON_CHECK(t >= 1, "cuda::adamw_update: step t = ", t, ", expected t >= 1 (steps count from 1)");
-  REASON_CHECK(config.beta1 >= 0 && config.beta1 < 1, "cuda::adamw_update: beta1 = ", config.beta1,
+                "gpu::adamw_update: the arithmetic is float or double");
+  REASON_CHECK(t >= 1, "gpu::adamw_update: step t = ", t, ", expected t >= 1 (steps count from 1)");
+  REASON_CHECK(config.beta1 >= 0 && config.beta1 < 1, "gpu::adamw_update: beta1 = ", config.beta1,
                ", expected 0 <= beta1 < 1");
-  REASON_CHECK(config.beta2 >= 0 && config.beta2 < 1, "cuda::adamw_update: beta2 = ", config.beta2,
+  REASON_CHECK(config.beta2 >= 0 && config.beta2 < 1, "gpu::adamw_update: beta2 = ", config.beta2,
                ", expected 0 <= beta2 < 1");
-  REASON_CHECK(config.eps >= 0, "cuda::adamw_update: eps = ", config.eps, ", expected eps >= 0");
+  REASON_CHECK(config.eps >= 0, "gpu::adamw_update: eps = ", config.eps, ", expected eps >= 0");
   for (const AdamWSegment& s : segments)
-    REASON_CHECK(s.begin <= s.end && s.end <= n, "cuda::adamw_update: segment [", s.begin, ", ", s.end,
+    REASON_CHECK(s.begin <= s.end && s.end <= n, "gpu::adamw_update: segment [", s.begin, ", ", s.end,
                  ") lies outside the ", n, "-element buffers");
   if (n == 0) return;
-  REASON_CHECK(p != nullptr, "cuda::adamw_update: params is a null pointer (", n, " elements expected)");
-  REASON_CHECK(g != nullptr, "cuda::adamw_update: grads is a null pointer (", n, " elements expected)");
-  REASON_CHECK(m != nullptr, "cuda::adamw_update: exp_avg is a null pointer (", n, " elements expected)");
-  REASON_CHECK(v != nullptr, "cuda::adamw_update: exp_avg_sq is a null pointer (", n, " elements expected)");
+  REASON_CHECK(p != nullptr, "gpu::adamw_update: params is a null pointer (", n, " elements expected)");
+  REASON_CHECK(g != nullptr, "gpu::adamw_update: grads is a null pointer (", n, " elements expected)");
+  REASON_CHECK(m != nullptr, "gpu::adamw_update: exp_avg is a null pointer (", n, " elements expected)");
+  REASON_CHECK(v != nullptr, "gpu::adamw_update: exp_avg_sq is a null pointer (", n, " elements expected)");
   const int pp = detail::phase4(p), pg = detail::phase4(g), pm = detail::phase4(m), pv = detail::phase4(v);
   REASON_CHECK(pp >= 0 && pg >= 0 && pm >= 0 && pv >= 0,
-               "cuda::adamw_update: a device pointer is not aligned to its element size (params, grads, exp_avg, "
+               "gpu::adamw_update: a device pointer is not aligned to its element size (params, grads, exp_avg, "
                "exp_avg_sq: ",
                static_cast<const void*>(p), ", ", static_cast<const void*>(g), ", ", static_cast<const void*>(m), ", ",
                static_cast<const void*>(v), ")");
@@ -281,11 +281,11 @@ template <class G, class Acc = double>
 void adamw_step(const ParamLayout& layout, std::span<float> params, std::span<const G> grads, std::span<float> state,
                 const optim::AdamW::Config& config, double lr, std::int64_t t, cudaStream_t stream) {
   const std::size_t n = layout.size();
-  REASON_CHECK(params.size() == n, "cuda::adamw_step: params has ", params.size(), " elements, expected ", n,
+  REASON_CHECK(params.size() == n, "gpu::adamw_step: params has ", params.size(), " elements, expected ", n,
                " (the layout's size)");
-  REASON_CHECK(grads.size() == n, "cuda::adamw_step: grads has ", grads.size(), " elements, expected ", n,
+  REASON_CHECK(grads.size() == n, "gpu::adamw_step: grads has ", grads.size(), " elements, expected ", n,
                " (the layout's size)");
-  REASON_CHECK(state.size() == 2 * n, "cuda::adamw_step: state has ", state.size(), " elements, expected ", 2 * n,
+  REASON_CHECK(state.size() == 2 * n, "gpu::adamw_step: state has ", state.size(), " elements, expected ", 2 * n,
                " (exp_avg and exp_avg_sq, ", n, " each)");
   const std::vector<AdamWSegment> runs = adamw_segments(layout);
   adamw_update<G, Acc>(runs, n, params.data(), grads.data(), state.data(), state.data() + n, config, lr, t,
@@ -299,16 +299,16 @@ void adamw_step(const ParamLayout& layout, std::span<float> params, std::span<co
                 std::span<float> exp_avg, std::span<float> exp_avg_sq, const optim::AdamW::Config& config, double lr,
                 std::int64_t t, cudaStream_t stream) {
   const std::size_t n = layout.size();
-  REASON_CHECK(params.size() == n, "cuda::adamw_step: params has ", params.size(), " elements, expected ", n,
+  REASON_CHECK(params.size() == n, "gpu::adamw_step: params has ", params.size(), " elements, expected ", n,
                " (the layout's size)");
-  REASON_CHECK(grads.size() == n, "cuda::adamw_step: grads has ", grads.size(), " elements, expected ", n,
+  REASON_CHECK(grads.size() == n, "gpu::adamw_step: grads has ", grads.size(), " elements, expected ", n,
                " (the layout's size)");
-  REASON_CHECK(exp_avg.size() == n, "cuda::adamw_step: exp_avg has ", exp_avg.size(), " elements, expected ", n,
+  REASON_CHECK(exp_avg.size() == n, "gpu::adamw_step: exp_avg has ", exp_avg.size(), " elements, expected ", n,
                " (the layout's size)");
-  REASON_CHECK(exp_avg_sq.size() == n, "cuda::adamw_step: exp_avg_sq has ", exp_avg_sq.size(),
+  REASON_CHECK(exp_avg_sq.size() == n, "gpu::adamw_step: exp_avg_sq has ", exp_avg_sq.size(),
                " elements, expected ", n, " (the layout's size)");
   const std::vector<AdamWSegment> runs = adamw_segments(layout);
   adamw_update<G, Acc>(runs, n, params.data(), grads.data(), exp_avg.data(), exp_avg_sq.data(), config, lr, t, stream);
 }
 
-}  // namespace reason::cuda
+}  // namespace reason::gpu

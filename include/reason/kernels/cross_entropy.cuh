@@ -31,7 +31,7 @@
 // live in a CrossEntropyWorkspace the caller keeps (no cudaMalloc per call once it has grown).
 // The accuracy argument assumes CUDA's expf, i.e. no --use_fast_math (__expf is coarser).
 //
-// cuda::lm_head_cross_entropy mirrors kernels::lm_head_cross_entropy: for chunks of R rows,
+// gpu::lm_head_cross_entropy mirrors kernels::lm_head_cross_entropy: for chunks of R rows,
 // logits = h_c W^T into scratch [R, V] (cuBLASLt, fp32 accumulation), the row kernel turns them
 // into grad_scale * dlogits in place, then dh_c = dlogits W (overwrite) and dW += dlogits^T h_c
 // (beta = 1) — the [N, V] logits never exist. Chunks whose rows are all ignored are not skipped
@@ -61,7 +61,7 @@
 #include "reason/kernels/cross_entropy.hpp"
 #include "reason/kernels/gemm.cuh"
 
-namespace reason::cuda {
+namespace reason::gpu {
 
 using kernels::CrossEntropyResult;
 
@@ -299,8 +299,8 @@ template <class T>
 CrossEntropyResult softmax_cross_entropy(CrossEntropyWorkspace& ws, View<T, 2> logits,
                                          View<const std::int32_t, 1> targets, float grad_scale, bool want_grad,
                                          cudaStream_t stream = nullptr) {
-  static_assert(detail::ce_type_ok<T>, "cuda::softmax_cross_entropy: logits are float or __nv_bfloat16");
-  constexpr const char* fn = "cuda::softmax_cross_entropy";
+  static_assert(detail::ce_type_ok<T>, "gpu::softmax_cross_entropy: logits are float or __nv_bfloat16");
+  constexpr const char* fn = "gpu::softmax_cross_entropy";
   const index_t N = logits.shape[0], V = logits.shape[1];
   detail::ce_check_sizes(fn, N, V);
   expect_view(logits, fn, "logits", {N, V});
@@ -329,10 +329,10 @@ CrossEntropyResult lm_head_cross_entropy(CublasLtGemm& gemm, CrossEntropyWorkspa
                                          View<const T, 2> w, View<const std::int32_t, 1> targets, float grad_scale,
                                          View<T, 2> scratch, View<G, 2> dh, View<G, 2> dw,
                                          cudaStream_t stream = nullptr, Compute compute = Compute::fp32) {
-  static_assert(detail::ce_type_ok<T>, "cuda::lm_head_cross_entropy: h and w are float or __nv_bfloat16");
+  static_assert(detail::ce_type_ok<T>, "gpu::lm_head_cross_entropy: h and w are float or __nv_bfloat16");
   static_assert(std::is_same_v<G, T> || std::is_same_v<G, float>,
-                "cuda::lm_head_cross_entropy: dh and dw have the inputs' type or float");
-  constexpr const char* fn = "cuda::lm_head_cross_entropy";
+                "gpu::lm_head_cross_entropy: dh and dw have the inputs' type or float");
+  constexpr const char* fn = "gpu::lm_head_cross_entropy";
   const index_t N = h.shape[0], V = w.shape[0], C = w.shape[1];
   detail::ce_check_sizes(fn, N, V);
   REASON_CHECK(C >= 1, fn, ": w: shape ", shape_string(w.shape), ", expected [V, C] with C >= 1");
@@ -371,4 +371,4 @@ CrossEntropyResult lm_head_cross_entropy(CublasLtGemm& gemm, CrossEntropyWorkspa
   return detail::ce_finish(fn, ws, losses, N, V, stream);
 }
 
-}  // namespace reason::cuda
+}  // namespace reason::gpu

@@ -36,7 +36,7 @@
 #include "reason/core/view.hpp"
 #include "reason/kernels/gemm.hpp"
 
-namespace reason::cuda {
+namespace reason::gpu {
 
 using kernels::Trans;
 
@@ -47,7 +47,7 @@ namespace detail {
 template <class T>
 constexpr cudaDataType_t data_type() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>,
-                "cuda::CublasLtGemm: operands are float or __nv_bfloat16");
+                "gpu::CublasLtGemm: operands are float or __nv_bfloat16");
   return std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
 }
 inline cublasLtEpilogue_t epilogue_of(Epilogue e) {
@@ -178,4 +178,4 @@ class CublasLtGemm {
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };
 
-}  // namespace reason::cuda
+}  // namespace reason::gpu

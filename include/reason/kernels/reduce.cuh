@@ -43,7 +43,7 @@
 #include "reason/core/device_buffer.hpp"
 #include "reason/core/error.hpp"
 
-namespace reason::cuda {
+namespace reason::gpu {
 
 inline constexpr int norm_threads = 256;                    // pass 1 threads per block
 inline constexpr int norm_final_threads = 1024;             // pass 2: one block
@@ -144,14 +144,14 @@ class GradNorm {
   template <class T>
   void norm_async(std::span<const T> x, double max_norm, cudaStream_t stream) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>,
-                  "cuda::GradNorm: gradients are float or __nv_bfloat16");
+                  "gpu::GradNorm: gradients are float or __nv_bfloat16");
     const std::size_t n = x.size();
-    REASON_CHECK(n == 0 || x.data() != nullptr, "cuda::GradNorm: grads is a null pointer with ", n, " elements");
+    REASON_CHECK(n == 0 || x.data() != nullptr, "gpu::GradNorm: grads is a null pointer with ", n, " elements");
     const auto addr = reinterpret_cast<std::uintptr_t>(x.data());
-    REASON_CHECK(addr % sizeof(T) == 0, "cuda::GradNorm: grads (", static_cast<const void*>(x.data()),
+    REASON_CHECK(addr % sizeof(T) == 0, "gpu::GradNorm: grads (", static_cast<const void*>(x.data()),
                  ") is not aligned to its element size");
     const std::size_t chunks = (n + norm_chunk - 1) / norm_chunk;
-    REASON_CHECK(chunks < (std::size_t{1} << 31), "cuda::GradNorm: ", n, " elements is more than one pass handles");
+    REASON_CHECK(chunks < (std::size_t{1} << 31), "gpu::GradNorm: ", n, " elements is more than one pass handles");
     if (result_.size() == 0) result_ = DeviceBuffer<double>(3, "GradNorm result");
     if (partial_.size() < std::max<std::size_t>(chunks, 1))
       partial_ = DeviceBuffer<double>(std::max<std::size_t>(chunks, 1), "GradNorm partials");
@@ -203,4 +203,4 @@ class GradNorm {
   DeviceBuffer<double> result_;
 };
 
-}  // namespace reason::cuda
+}  // namespace reason::gpu
