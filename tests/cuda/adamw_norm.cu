@@ -51,6 +51,7 @@
 #include "reason/kernels/reduce.hpp"
 #include "reason/optim/adamw.hpp"
 #include "reason/train/clip.hpp"
+#include "cuda/cuda_test_util.hpp"
 
 using namespace reason;
 
@@ -65,14 +66,8 @@ void report(bool ok, const std::string& line) {
 
 template <class F>
 void expect_error(F&& f, const std::string& needle, const std::string& what) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const bool ok = std::string(e.what()).find(needle) != std::string::npos;
-    report(ok, what + (ok ? "" : std::string(": message was \"") + e.what() + "\""));
-    return;
-  }
-  report(false, what + ": no error");
+  const std::string wrong = test::error_mismatch(f, needle);
+  report(wrong.empty(), what + (wrong.empty() ? "" : ": " + wrong));
 }
 
 constexpr float nan_f = std::numeric_limits<float>::quiet_NaN();
@@ -566,9 +561,7 @@ void check_host_side() {
 int main() {
   try {
     check_host_side();
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      (void)cudaGetLastError();
+    if (!test::gpu_present()) {
       std::printf("no CUDA device: the argument checks ran; the rest needs a GPU (skipped)\n");
       return failures ? 1 : 77;
     }

@@ -48,6 +48,7 @@
 #include "reason/core/philox.hpp"
 #include "reason/kernels/cross_entropy.cuh"
 #include "reason/kernels/cross_entropy.hpp"
+#include "cuda/cuda_test_util.hpp"
 
 using namespace reason;
 
@@ -60,24 +61,8 @@ void report(bool ok, const std::string& what, double ratio) {
   std::printf("%s %s: error / bound %.3g\n", ok ? "ok  " : "FAIL", what.c_str(), ratio);
 }
 
-template <class T>
-T from_float(float x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    __nv_bfloat16_raw raw;
-    raw.x = bf16(x).bits;  // the host rounding, which is CUDA's (core/bf16.hpp)
-    return T(raw);
-  }
-}
-template <class T>
-float to_float(T x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    return static_cast<float>(bf16::from_bits(static_cast<__nv_bfloat16_raw>(x).x));
-  }
-}
+using test::from_float;
+using test::to_float;
 template <class T>
 const char* type_name() {
   return std::is_same_v<T, float> ? "fp32" : "bf16";
@@ -485,9 +470,7 @@ void check_errors(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws) {
 
 int main() {
   try {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      (void)cudaGetLastError();
+    if (!test::gpu_present()) {
       std::printf("no CUDA device: skipped\n");
       return 77;
     }

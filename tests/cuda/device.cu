@@ -12,6 +12,7 @@
 #include "reason/core/cublaslt_check.hpp"
 #include "reason/core/cuda_device.hpp"
 #include "reason/core/device_buffer.hpp"
+#include "cuda/cuda_test_util.hpp"
 
 using namespace reason;
 
@@ -27,15 +28,9 @@ void expect(bool ok, const char* what) {
 /// Runs f, which must throw reason::Error whose message contains `needle`.
 template <class F>
 void expect_error(F&& f, const std::string& needle, const char* what) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const bool ok = std::string(e.what()).find(needle) != std::string::npos;
-    if (!ok) std::printf("FAILED: %s: message was \"%s\"\n", what, e.what());
-    failures += ok ? 0 : 1;
-    return;
-  }
-  std::printf("FAILED: %s: no error\n", what);
+  const std::string wrong = test::error_mismatch(f, needle);
+  if (wrong.empty()) return;
+  std::printf("FAILED: %s: %s\n", what, wrong.c_str());
   ++failures;
 }
 

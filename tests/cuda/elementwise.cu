@@ -48,6 +48,7 @@
 #include "reason/kernels/rope.hpp"
 #include "reason/kernels/swiglu.cuh"
 #include "reason/kernels/swiglu.hpp"
+#include "cuda/cuda_test_util.hpp"
 
 namespace dev = reason::gpu;
 namespace host = reason::kernels;
@@ -74,27 +75,8 @@ constexpr double out_round() {
   return is_bf<T> ? ubf : 0.0;
 }
 
-template <class T>
-T from_float(float x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    const std::uint16_t bits = reason::bf16(x).bits;
-    T t;
-    std::memcpy(static_cast<void*>(&t), &bits, sizeof t);
-    return t;
-  }
-}
-template <class T>
-float to_float(T x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    std::uint16_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    return static_cast<float>(reason::bf16::from_bits(bits));
-  }
-}
+using reason::test::from_float;
+using reason::test::to_float;
 template <class T>
 std::uint32_t bits_of(T x) {
   std::uint32_t b = 0;
@@ -674,16 +656,9 @@ void embedding_bad_ids(dev::Stream& st, std::uint64_t seed) {
 int error_failures = 0;
 template <class F>
 void expect_error(F&& f, const std::string& needle, const char* what) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const bool ok = std::string(e.what()).find(needle) != std::string::npos;
-    std::printf("%s error: %s%s%s\n", ok ? "ok  " : "FAIL", what, ok ? "" : ": message was ", ok ? "" : e.what());
-    error_failures += ok ? 0 : 1;
-    return;
-  }
-  std::printf("FAIL error: %s: nothing thrown\n", what);
-  ++error_failures;
+  const std::string wrong = reason::test::error_mismatch(f, needle);
+  std::printf("%s error: %s%s%s\n", wrong.empty() ? "ok  " : "FAIL", what, wrong.empty() ? "" : ": ", wrong.c_str());
+  error_failures += wrong.empty() ? 0 : 1;
 }
 
 void argument_errors() {
@@ -756,9 +731,7 @@ void argument_errors() {
 int main() {
   try {
     argument_errors();
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      (void)cudaGetLastError();
+    if (!reason::test::gpu_present()) {
       std::printf("no CUDA device: skipped%s\n", error_failures ? " (but an argument check FAILED)" : "");
       return error_failures ? 1 : 77;
     }

@@ -19,6 +19,7 @@
 #include "reason/core/device_buffer.hpp"
 #include "reason/core/philox.hpp"
 #include "reason/kernels/gemm.cuh"
+#include "cuda/cuda_test_util.hpp"
 
 using namespace reason;
 using kernels::Trans;
@@ -27,28 +28,10 @@ namespace {
 
 int failures = 0;
 
-template <class T>
-T from_float(float x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    const std::uint16_t bits = bf16(x).bits;
-    T t;
-    std::memcpy(&t, &bits, sizeof t);
-    return t;
-  }
-}
+using test::from_float;
 template <class T>
 double to_double(T x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x;
-  } else {
-    std::uint16_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    bf16 b;
-    b.bits = bits;
-    return static_cast<double>(static_cast<float>(b));
-  }
+  return static_cast<double>(test::to_float(x));
 }
 
 double apply_epilogue(double v, gpu::Epilogue e) {
@@ -122,9 +105,7 @@ void check(gpu::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, in
 
 int main() {
   try {
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
-      (void)cudaGetLastError();
+    if (!test::gpu_present()) {
       std::printf("no CUDA device: skipped\n");
       return 77;
     }

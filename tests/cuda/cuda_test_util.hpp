@@ -1,0 +1,65 @@
+// tests/cuda/cuda_test_util.hpp — what every CUDA test program shares: whether a GPU is there,
+// bf16 values with the host's rounding, and checking that a call fails with the intended message.
+// (The CUDA tests are plain programs with exit status 0 pass / 1 fail / 77 no GPU / 2 error,
+// not doctest, so that nvcc never has to compile doctest.)
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "reason/core/bf16.hpp"
+#include "reason/core/error.hpp"
+
+namespace reason::test {
+
+/// Whether a CUDA device is visible; a failed query's sticky error is cleared.
+inline bool gpu_present() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0) return true;
+  (void)cudaGetLastError();
+  return false;
+}
+
+/// x as float or as __nv_bfloat16 rounded the host's way (core/bf16.hpp, which is CUDA's).
+template <class T>
+T from_float(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    const std::uint16_t bits = bf16(x).bits;
+    T t;
+    std::memcpy(static_cast<void*>(&t), &bits, sizeof t);
+    return t;
+  }
+}
+/// The value of a float or __nv_bfloat16, widened exactly.
+template <class T>
+float to_float(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    std::uint16_t bits;
+    std::memcpy(&bits, static_cast<const void*>(&x), sizeof bits);
+    return static_cast<float>(bf16::from_bits(bits));
+  }
+}
+
+/// Runs f, which must throw reason::Error with `needle` in its message: "" when it did, else
+/// what happened instead.
+template <class F>
+std::string error_mismatch(F&& f, const std::string& needle) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return std::string(e.what()).find(needle) != std::string::npos ? std::string()
+                                                                    : std::string("message was \"") + e.what() + "\"";
+  }
+  return "no error";
+}
+
+}  // namespace reason::test
