@@ -154,10 +154,10 @@ struct ModuleRig {
     params.resize(layout.size());
     grads.assign(layout.size(), T(0));
     layout.initialize(std::span<T>(params), seed);
-    Arena measure;
-    (void)m.carve(measure, b, t);
-    (void)m.carve_scratch(measure, b, t);
-    arena.reserve(measure.peak());
+    arena.reserve(Arena::measure([&](Arena& a) {
+      (void)m.carve(a, b, t);
+      (void)m.carve_scratch(a, b, t);
+    }));
     saved = m.carve(arena, b, t);
     scratch = m.carve_scratch(arena, b, t);
     for (index_t i = 0; i < b * t; ++i) pos.push_back(static_cast<std::int32_t>(i % t));

@@ -149,10 +149,10 @@ struct Buffers {
   typename AttnModule<T>::Saved saved;
   typename AttnModule<T>::Scratch scratch;
   Buffers(const AttnModule<T>& m, index_t batch, index_t seq) {
-    Arena measure;
-    (void)m.carve(measure, batch, seq);
-    (void)m.carve_scratch(measure, batch, seq);
-    arena.reserve(measure.peak());
+    arena.reserve(Arena::measure([&](Arena& a) {
+      (void)m.carve(a, batch, seq);
+      (void)m.carve_scratch(a, batch, seq);
+    }));
     saved = m.carve(arena, batch, seq);
     scratch = m.carve_scratch(arena, batch, seq);
   }

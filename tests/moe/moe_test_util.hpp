@@ -232,10 +232,10 @@ struct MoeRig {
     params.resize(layout.size());
     grads.assign(layout.size(), T(0));
     layout.initialize(std::span<T>(params), seed);
-    Arena measure;
-    (void)m.carve(measure, n, seq);
-    (void)m.carve_scratch(measure, n);
-    arena.reserve(measure.peak());
+    arena.reserve(Arena::measure([&](Arena& a) {
+      (void)m.carve(a, n, seq);
+      (void)m.carve_scratch(a, n);
+    }));
     saved = m.carve(arena, n, seq);
     scratch = m.carve_scratch(arena, n);
   }

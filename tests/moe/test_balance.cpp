@@ -60,12 +60,7 @@ TEST_CASE("bias balancing brings a skewed load (max/mean >= 4) to <= 1.2 with th
   layout.initialize(std::span<float>(params), seed);
   identity_router(params, layout.find("gate.weight").offset);
   const auto& bias = layout.find("gate.e_score_correction_bias");
-  Arena arena;
-  {
-    Arena measure;
-    (void)gate.carve(measure, n);
-    arena.reserve(measure.peak());
-  }
+  Arena arena(Arena::measure([&](Arena& a) { (void)gate.carve(a, n); }));
   const auto saved = gate.carve(arena, n);
 
   std::vector<float> x;
@@ -109,13 +104,10 @@ TEST_CASE("the Switch aux loss's gradient alone moves a softmax router toward ba
   std::vector<double> params(layout.size()), grads(layout.size());
   const auto& w = layout.find("gate.weight");
   identity_router(params, w.offset);
-  Arena arena;
-  {
-    Arena measure;
-    (void)gate.carve(measure, n);
-    (void)gate.carve_scratch(measure, n);
-    arena.reserve(measure.peak());
-  }
+  Arena arena(Arena::measure([&](Arena& a) {
+    (void)gate.carve(a, n);
+    (void)gate.carve_scratch(a, n);
+  }));
   const auto saved = gate.carve(arena, n);
   const auto scratch = gate.carve_scratch(arena, n);
   Philox rng(seed, 1);

@@ -229,13 +229,10 @@ TEST_CASE("one expert with top-1 is the dense SwiGLU FFN (forward and backward);
     std::copy_n(rig.params.begin() + static_cast<std::ptrdiff_t>(src.offset), src.numel,
                 dp.begin() + static_cast<std::ptrdiff_t>(dst.offset));
   }
-  Arena arena;
-  {
-    Arena measure;
-    (void)dense.carve(measure, n);
-    (void)dense.carve_scratch(measure, n);
-    arena.reserve(measure.peak());
-  }
+  Arena arena(Arena::measure([&](Arena& a) {
+    (void)dense.carve(a, n);
+    (void)dense.carve_scratch(a, n);
+  }));
   const auto ds = dense.carve(arena, n);
   const auto dsc = dense.carve_scratch(arena, n);
   Philox rng(seed, 9);

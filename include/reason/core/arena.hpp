@@ -23,6 +23,13 @@ class Arena {
 
   /// A measuring arena: allocations only count bytes (pointers are null).
   Arena() = default;
+  /// The bytes `carve(arena)` takes from an arena: a measuring pass, for reserve().
+  template <class Carve>
+  [[nodiscard]] static std::size_t measure(Carve&& carve) {
+    Arena a;
+    carve(a);
+    return a.peak();
+  }
   explicit Arena(std::size_t bytes) { reserve(bytes); }
   /// An arena over `bytes` of someone else's memory (a piece of another arena), which it does not
   /// own; over nullptr it measures, so a module can carve sub-pieces during the outer measuring pass.

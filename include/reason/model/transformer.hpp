@@ -167,11 +167,10 @@ class Transformer {
   void reserve(index_t batch, index_t seq) {
     REASON_CHECK(batch > 0 && seq > 0 && seq <= config_.max_seq_len, "Transformer::reserve: batch = ", batch,
                  ", seq = ", seq, "; expected batch > 0 and 0 < seq <= max_seq_len = ", config_.max_seq_len);
-    Arena measure;
-    (void)carve(measure, batch, seq);
+    const std::size_t bytes = Arena::measure([&](Arena& a) { (void)carve(a, batch, seq); });
     pending_backward_ = false;  // the buffer may move: earlier activation views are invalid now
     acts_ = {};
-    arena_.reserve(measure.peak());
+    arena_.reserve(bytes);
   }
   [[nodiscard]] std::size_t activation_bytes() const { return arena_.capacity(); }
 
@@ -361,9 +360,7 @@ class Transformer {
       if (const Layer* m = first_layer(false)) st.dense_ = m->dense.carve(arena, batch);
       st.attn_scratch_ = arena.allocate<T>(static_cast<std::size_t>(layers_[0].attn.decode_scratch_elems(batch)), "decode.attn");
     };
-    Arena measure;
-    carve_scratch(measure);
-    st.arena_.reserve(measure.peak());
+    st.arena_.reserve(Arena::measure(carve_scratch));
     carve_scratch(st.arena_);
     return st;
   }

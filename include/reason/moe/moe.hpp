@@ -158,10 +158,8 @@ struct MoE {
       s.xs = arena.view<T>("moe.xs", kept, width_);
       s.ys = arena.view<T>("moe.ys", kept, width_);
       s.aux = arena.view<double>("moe.aux", 2);
-      if constexpr (shared_experts > 0) {
-        Arena measure;  // carving fewer rows takes no more
-        (void)shared_.carve(measure, rows);
-        s.shared_bytes = measure.peak();
+      if constexpr (shared_experts > 0) {  // carving fewer rows takes no more
+        s.shared_bytes = Arena::measure([&](Arena& a) { (void)shared_.carve(a, rows); });
         s.shared_block = arena.allocate<std::byte>(s.shared_bytes, "moe.shared");
       }
       s.expert_bytes = block_bytes(kept, [&](Arena& a, index_t r) { (void)experts_[0].carve(a, r); });
@@ -177,9 +175,7 @@ struct MoE {
       s.dys = arena.view<T>("moe.dys", kept, width_);
       s.dxs = arena.view<T>("moe.dxs", kept, width_);
       if constexpr (shared_experts > 0) {
-        Arena measure;
-        (void)shared_.carve_scratch(measure, rows);
-        s.shared_bytes = measure.peak();
+        s.shared_bytes = Arena::measure([&](Arena& a) { (void)shared_.carve_scratch(a, rows); });
         s.shared_block = arena.allocate<std::byte>(s.shared_bytes, "moe.shared_scratch");
       }
       s.expert_bytes = block_bytes(kept, [&](Arena& a, index_t r) { (void)experts_[0].carve_scratch(a, r); });
@@ -277,10 +273,9 @@ struct MoE {
     /// `kept`): the carving of all rows at once plus one row's worth of alignment per expert.
     template <class Carve>
     static std::size_t block_bytes(index_t kept, Carve&& carve) {
-      Arena all, one;
-      carve(all, kept);
-      carve(one, 1);
-      return all.peak() + static_cast<std::size_t>(experts) * one.peak();
+      const std::size_t all = Arena::measure([&](Arena& a) { carve(a, kept); });
+      const std::size_t one = Arena::measure([&](Arena& a) { carve(a, index_t{1}); });
+      return all + static_cast<std::size_t>(experts) * one;
     }
 
     index_t width_ = 0;
