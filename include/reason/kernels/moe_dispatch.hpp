@@ -49,13 +49,11 @@ DispatchCounts moe_dispatch(View<const std::int32_t, 2> experts, View<const T, 2
       ++load(x);
     }
   const index_t cap = capacity < 0 ? n * k : capacity;
-  // keep[t k + j]: whether the assignment stays. Token order keeps each expert's first `cap`.
-  std::vector<char> keep(static_cast<std::size_t>(n * k), 1);
-  if (order == DropOrder::token) {
-    std::vector<index_t> fill(static_cast<std::size_t>(e), 0);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j) keep[t * k + j] = fill[experts(t, j)]++ < cap;
-  } else {
+  // keep[t k + j]: whether the assignment stays, needed only when scores decide. In token order an
+  // expert keeps its first `cap`, which the slot pass below decides by itself.
+  std::vector<char> keep;
+  if (order == DropOrder::score) {
+    keep.assign(static_cast<std::size_t>(n * k), 1);
     std::vector<std::vector<index_t>> by_expert(static_cast<std::size_t>(e));
     for (index_t t = 0; t < n; ++t)
       for (index_t j = 0; j < k; ++j) by_expert[experts(t, j)].push_back(t * k + j);
@@ -67,7 +65,7 @@ DispatchCounts moe_dispatch(View<const std::int32_t, 2> experts, View<const T, 2
       for (std::size_t i = static_cast<std::size_t>(cap); i < list.size(); ++i) keep[list[i]] = 0;
     }
   }
-  // Offsets from the kept counts, then rows in token order within each expert.
+  // Offsets from the kept counts (min(load, cap) either way), then rows in token order within each expert.
   std::vector<index_t> fill(static_cast<std::size_t>(e), 0);
   offsets(0) = 0;
   for (index_t i = 0; i < e; ++i) offsets(i + 1) = offsets(i) + static_cast<std::int32_t>(std::min(cap, index_t{load(i)}));
@@ -77,11 +75,11 @@ DispatchCounts moe_dispatch(View<const std::int32_t, 2> experts, View<const T, 2
   REASON_CHECK(perm.size(0) >= c.kept, "moe_dispatch: perm has ", perm.size(0), " rows for ", c.kept, " kept assignments");
   for (index_t t = 0; t < n; ++t)
     for (index_t j = 0; j < k; ++j) {
-      if (!keep[t * k + j]) {
+      const std::int32_t x = experts(t, j);
+      if (keep.empty() ? fill[x] >= cap : !keep[t * k + j]) {
         slot(t, j) = -1;
         continue;
       }
-      const std::int32_t x = experts(t, j);
       const index_t s = offsets(x) + fill[x]++;
       slot(t, j) = static_cast<std::int32_t>(s);
       perm(s) = static_cast<std::int32_t>(t);
