@@ -50,6 +50,17 @@ namespace detail {
 
 inline constexpr int kNormBlock = 256;
 
+/// The norm weight's elements [j, j + VEC) as fp32: one vector load where the weight is contiguous
+/// and aligned (VEC > 1), else a strided scalar read.
+template <int VEC, class T>
+__device__ __forceinline__ void load_weight(const T* w, index_t sw, int j, float (&out)[VEC]) {
+  if constexpr (VEC == 1) {
+    out[0] = to_f32(w[j * sw]);
+  } else {
+    load_f32<VEC>(w + j, out);
+  }
+}
+
 // Sum of v over the WPR warps that share a row. Every thread of the block must call it.
 template <int WPR>
 __device__ __forceinline__ float row_sum(float v, float* red) {
@@ -106,11 +117,7 @@ __global__ void __launch_bounds__(kNormBlock)
   for (int j = t * VEC; j < c; j += kThreads * VEC) {
     float v[VEC], wv[VEC], o[VEC];
     load_f32<VEC>(xr + j, v);
-    if constexpr (VEC == 1) {
-      wv[0] = to_f32(w[j * sw]);
-    } else {
-      load_f32<VEC>(w + j, wv);
-    }
+    load_weight<VEC>(w, sw, j, wv);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) o[k] = __fmul_rn(__fmul_rn(v[k], s), wv[k]);
     store_f32<VEC>(yr + j, o);
@@ -135,11 +142,7 @@ __global__ void __launch_bounds__(kNormBlock)
       float v[VEC], g[VEC], wv[VEC];
       load_f32<VEC>(xr + j, v);
       load_f32<VEC>(gr + j, g);
-      if constexpr (VEC == 1) {
-        wv[0] = to_f32(w[j * sw]);
-      } else {
-        load_f32<VEC>(w + j, wv);
-      }
+      load_weight<VEC>(w, sw, j, wv);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) dot = fmaf(g[k] * wv[k], v[k], dot);
     }
@@ -154,11 +157,7 @@ __global__ void __launch_bounds__(kNormBlock)
     float v[VEC], g[VEC], wv[VEC], o[VEC];
     load_f32<VEC>(xr + j, v);
     load_f32<VEC>(gr + j, g);
-    if constexpr (VEC == 1) {
-      wv[0] = to_f32(w[j * sw]);
-    } else {
-      load_f32<VEC>(w + j, wv);
-    }
+    load_weight<VEC>(w, sw, j, wv);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) o[k] = __fsub_rn(__fmul_rn(__fmul_rn(s, g[k]), wv[k]), __fmul_rn(kk, v[k]));
     store_f32<VEC>(dr + j, o);
