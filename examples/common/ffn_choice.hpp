@@ -3,7 +3,7 @@
 // Each variant is a small struct, like the attention variants (common/attention_choice.hpp): the
 // option value (`name`), a line saying what it is (`detail`), the policy (`type`), its run-time
 // numbers as constants (`expert_width`: each routed expert's hidden width; `first_dense_layers`:
-// how many first layers keep the dense FFN), and `apply(config)`, which writes them into a
+// how many first layers keep the dense FFN), which `with_ffn<Variant>(config)` writes into a
 // model::Config. The examples' dense FFN is 384 wide; the MoE variants size their experts so that
 // the FFN a token goes through has the same width, (top_k + shared) x expert_width = 384: the same
 // active FFN parameters and FLOPs per token as the dense model, with 8 experts' worth of capacity.
@@ -11,8 +11,7 @@
 // default dense):
 //
 //   using Net = model::Transformer<examples::Attention, examples::Ffn, ...>;
-//   model::Config mc = ...;
-//   examples::FfnChoice::apply(mc);
+//   const model::Config mc = examples::with_ffn<examples::FfnChoice>(base_config);
 #pragma once
 
 #include <string>
@@ -35,10 +34,6 @@ struct dense {
   using type = ffn::SwiGLU;
   static constexpr index_t expert_width = 0;
   static constexpr index_t first_dense_layers = 0;
-  static void apply(reason::model::Config& c) {
-    c.moe_intermediate_size = expert_width;
-    c.first_dense_layers = first_dense_layers;
-  }
 };
 
 /// DeepSeek-V3's recipe at the examples' scale (§2.1.2): sigmoid scores, the 2 best of 8 fine-grained
@@ -53,10 +48,6 @@ struct moe {
                        ffn::SwiGLU, rm::Shared<1>>;
   static constexpr index_t expert_width = 128;  // (2 routed + 1 shared) x 128 = 384, the dense width
   static constexpr index_t first_dense_layers = 1;
-  static void apply(reason::model::Config& c) {
-    c.moe_intermediate_size = expert_width;
-    c.first_dense_layers = first_dense_layers;
-  }
 };
 
 /// Switch Transformer / GShard style: softmax top-2 of 8 experts, no shared expert, capacity factor
@@ -73,10 +64,6 @@ struct moe_switch {
                        ffn::SwiGLU>;
   static constexpr index_t expert_width = 192;  // 2 routed x 192 = 384, the dense width
   static constexpr index_t first_dense_layers = 0;
-  static void apply(reason::model::Config& c) {
-    c.moe_intermediate_size = expert_width;
-    c.first_dense_layers = first_dense_layers;
-  }
 };
 
 }  // namespace examples::ffn_variants
@@ -89,7 +76,8 @@ using AllFfnVariants = std::tuple<ffn_variants::dense, ffn_variants::moe, ffn_va
 /// `c` with the variant's expert width and dense layers.
 template <class Variant>
 [[nodiscard]] reason::model::Config with_ffn(reason::model::Config c) {
-  Variant::apply(c);
+  c.moe_intermediate_size = Variant::expert_width;
+  c.first_dense_layers = Variant::first_dense_layers;
   return c;
 }
 
