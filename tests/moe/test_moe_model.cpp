@@ -16,7 +16,7 @@
 #include "reason/optim/adamw.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/trainer.hpp"
-#include "support/counting_source.hpp"
+#include "support/training_fixtures.hpp"
 #include "support/decode_check.hpp"
 #include "support/gradcheck.hpp"
 
@@ -71,22 +71,8 @@ Data token_data(index_t batch, index_t seq, index_t vocab, std::uint64_t seed) {
   return d;
 }
 
-train::TrainConfig small_train(std::int64_t steps, int micro) {
-  train::TrainConfig tc;
-  tc.total_steps = steps;
-  tc.micro_batches = micro;
-  tc.batch = 4;
-  tc.seq = 12;
-  tc.schedule = {.peak_lr = 3e-3, .min_lr = 3e-4, .warmup_steps = 3, .total_steps = steps};
-  tc.seed = 5;
-  return tc;
-}
-
-std::filesystem::path temp_dir() {
-  auto d = std::filesystem::temp_directory_path() / ("reason_moe_model_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(d);
-  return d;
-}
+train::TrainConfig small_train(std::int64_t steps, int micro) { return test::small_train(steps, micro, 3, 5); }
+std::filesystem::path temp_dir() { return test::temp_dir("reason_moe_model_"); }
 
 }  // namespace
 

@@ -1,7 +1,12 @@
-// tests/support/counting_source.hpp — a learnable batch source for training tests.
+// tests/support/training_fixtures.hpp — what training tests share: a learnable batch source, a
+// small run configuration, a scratch directory.
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include <unistd.h>
 
 #include "reason/core/philox.hpp"
 #include "reason/train/token_batch.hpp"
@@ -23,6 +28,25 @@ inline train::BatchSource counting_source(std::uint64_t seed, const train::Train
       }
     }
   };
+}
+
+/// A short run of batch 4 x 12 tokens: cosine from 3e-3 to 3e-4 after `warmup` steps.
+inline train::TrainConfig small_train(std::int64_t steps, int micro, std::int64_t warmup, std::uint64_t seed) {
+  train::TrainConfig tc;
+  tc.total_steps = steps;
+  tc.micro_batches = micro;
+  tc.batch = 4;
+  tc.seq = 12;
+  tc.schedule = {.peak_lr = 3e-3, .min_lr = 3e-4, .warmup_steps = warmup, .total_steps = steps};
+  tc.seed = seed;
+  return tc;
+}
+
+/// <tmp>/<prefix><pid>, created (one per test process, so parallel runs do not collide).
+inline std::filesystem::path temp_dir(const std::string& prefix) {
+  auto d = std::filesystem::temp_directory_path() / (prefix + std::to_string(::getpid()));
+  std::filesystem::create_directories(d);
+  return d;
 }
 
 }  // namespace reason::test

@@ -14,7 +14,7 @@
 #include "reason/optim/sgd.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/trainer.hpp"
-#include "support/counting_source.hpp"
+#include "support/training_fixtures.hpp"
 #include "support/gradcheck.hpp"
 
 using namespace reason;
@@ -37,22 +37,8 @@ model::Config small_config() {
   return c;
 }
 
-train::TrainConfig small_train(std::int64_t steps, int micro) {
-  train::TrainConfig tc;
-  tc.total_steps = steps;
-  tc.micro_batches = micro;
-  tc.batch = 4;
-  tc.seq = 12;
-  tc.schedule = {.peak_lr = 3e-3, .min_lr = 3e-4, .warmup_steps = 5, .total_steps = steps};
-  tc.seed = 11;
-  return tc;
-}
-
-std::filesystem::path temp_dir() {
-  auto d = std::filesystem::temp_directory_path() / ("reason_train_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(d);
-  return d;
-}
+train::TrainConfig small_train(std::int64_t steps, int micro) { return test::small_train(steps, micro, 5, 11); }
+std::filesystem::path temp_dir() { return test::temp_dir("reason_train_"); }
 
 }  // namespace
 
