@@ -27,6 +27,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "reason/core/arena.hpp"
@@ -123,6 +124,7 @@ class Transformer {
     if constexpr (routed) {
       moe_layers_ = c.num_layers - c.first_dense_layers;
       pending_load_.assign(static_cast<std::size_t>(moe_layers_ * Ffn::experts), 0.0);
+      router_stats_.resize(static_cast<std::size_t>(moe_layers_));
     }
     final_norm_ = NormModule(layout_, "norm", c.hidden_size, c.norm_eps);
     lm_head_ = layout_.add("lm_head.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
@@ -253,11 +255,7 @@ class Transformer {
   std::vector<moe::RouterStats> take_router_stats()
     requires routed
   {
-    std::vector<moe::RouterStats> out(static_cast<std::size_t>(moe_layers_));
-    std::swap(out, router_stats_);
-    router_stats_.assign(static_cast<std::size_t>(moe_layers_), {});
-    out.resize(static_cast<std::size_t>(moe_layers_));
-    return out;
+    return std::exchange(router_stats_, std::vector<moe::RouterStats>(static_cast<std::size_t>(moe_layers_)));
   }
   /// MoE models, after each optimizer step: every MoE layer's gate balances its experts on the
   /// load of the step's training forwards (moe::BiasBalance moves the bias buffer in `params`;
@@ -543,7 +541,6 @@ class Transformer {
   /// router statistics to the reported ones and its load to the step's.
   void note_training_forward(double aux_weight) {
     if constexpr (routed) {
-      if (router_stats_.empty()) router_stats_.assign(static_cast<std::size_t>(moe_layers_), {});
       for (index_t i = 0; i < moe_layers_; ++i) {
         const index_t l = config_.first_dense_layers + i;
         const auto& saved = acts_.layers[static_cast<std::size_t>(l)].ffn;
