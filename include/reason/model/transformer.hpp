@@ -27,6 +27,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,6 +42,7 @@
 #include "reason/kernels/residual.hpp"
 #include "reason/model/concepts.hpp"
 #include "reason/model/config.hpp"
+#include "reason/model/loss_result.hpp"
 #include "reason/moe/router_stats.hpp"
 #include "reason/norm/rmsnorm.hpp"
 #include "reason/precision/precision.hpp"
@@ -57,13 +59,6 @@ struct DenseFfnOf<F, true> {
   using type = typename F::dense_policy;
 };
 }  // namespace detail
-
-/// Mean of a summed loss over `count` target tokens.
-struct LossResult {
-  double loss_sum = 0;
-  index_t count = 0;
-  [[nodiscard]] double mean() const { return count ? loss_sum / static_cast<double>(count) : 0.0; }
-};
 
 template <class Attn, class Ffn, class Norm = norm::RMSNorm, class Linear = linear::Dense,
           class Precision = precision::Fp32>
@@ -82,6 +77,9 @@ class Transformer {
   static_assert(precision::PrecisionPolicy<Precision>,
                 "model::Transformer<Attn, Ffn, Norm, Linear, Precision>: Precision must be a precision policy "
                 "(precision::Fp32 or precision::Fp64)");
+  static_assert(std::is_same_v<typename Precision::param_t, typename Precision::compute_t>,
+                "model::Transformer: the host backend computes in the parameter type (precision::Fp32 or "
+                "precision::Fp64); mixed precision (precision::Bf16) is the CUDA backend's, gpu::DenseTransformer");
 
  public:
   using T = typename Precision::param_t;

@@ -2,11 +2,16 @@
 //
 // A precision policy names the parameter (master) type and the compute type. The host backend
 // computes in the parameter type: Fp32 is the default; Fp64 is the reference instantiation on
-// which every backward is checked against finite differences. The CUDA backend adds bf16
-// compute with fp32 master weights (and the quantization work fp16 with loss scaling).
+// which every backward is checked against finite differences. The CUDA backend
+// (gpu::DenseTransformer) also takes Bf16: fp32 master weights, gradients and optimizer state;
+// weights cast to bf16 for each forward, activations stored in bf16, every GEMM and reduction
+// accumulating in fp32 (Micikevicius et al., "Mixed Precision Training", ICLR 2018; bf16 needs
+// no loss scaling: it has fp32's exponent range).
 #pragma once
 
 #include <concepts>
+
+#include "reason/core/bf16.hpp"
 
 namespace reason::precision {
 
@@ -22,6 +27,13 @@ struct Fp64 {
   using param_t = double;
   using compute_t = double;
   static constexpr const char* name = "fp64";
+};
+
+/// fp32 master weights, bf16 compute with fp32 accumulation: the CUDA backend's training precision.
+struct Bf16 {
+  using param_t = float;
+  using compute_t = reason::bf16;
+  static constexpr const char* name = "bf16";
 };
 
 template <class P>
