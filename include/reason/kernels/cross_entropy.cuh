@@ -320,17 +320,18 @@ CrossEntropyResult softmax_cross_entropy(CrossEntropyWorkspace& ws, View<T, 2> l
 ///   h [N, C] hidden states; w [V, C] the LM head weight (T: float or __nv_bfloat16);
 ///   targets [N] (device, contiguous) in [0, V), or < 0 to ignore; grad_scale multiplies both gradients;
 ///   scratch [R, V] (T) workspace, R >= 1 rows per chunk;
-///   dh [N, C] overwritten with grad_scale * dlogits w, or empty;
-///   dw [V, C] accumulated (beta = 1) with grad_scale * dlogits^T h, or empty. G is T or float.
+///   dh [N, C] overwritten with grad_scale * dlogits w, or empty (DH: T or float, default G);
+///   dw [V, C] accumulated (beta = 1) with grad_scale * dlogits^T h, or empty. G is T or float
+///   (a bf16 model keeps dh in bf16 beside its other activations and dw in fp32 with its gradients).
 /// compute: Compute::tf32 lets fp32 GEMMs use tf32 tensor cores. A target >= V throws after the
 /// work is done, naming the row and value; dh is then zero and dw has gained exactly 0.
-template <class T, class G = T>
+template <class T, class G = T, class DH = G>
 CrossEntropyResult lm_head_cross_entropy(CublasLtGemm& gemm, CrossEntropyWorkspace& ws, View<const T, 2> h,
                                          View<const T, 2> w, View<const std::int32_t, 1> targets, float grad_scale,
-                                         View<T, 2> scratch, View<G, 2> dh, View<G, 2> dw,
+                                         View<T, 2> scratch, View<DH, 2> dh, View<G, 2> dw,
                                          cudaStream_t stream = nullptr, Compute compute = Compute::fp32) {
   static_assert(detail::ce_type_ok<T>, "gpu::lm_head_cross_entropy: h and w are float or __nv_bfloat16");
-  static_assert(std::is_same_v<G, T> || std::is_same_v<G, float>,
+  static_assert((std::is_same_v<G, T> || std::is_same_v<G, float>) && (std::is_same_v<DH, T> || std::is_same_v<DH, float>),
                 "gpu::lm_head_cross_entropy: dh and dw have the inputs' type or float");
   constexpr const char* fn = "gpu::lm_head_cross_entropy";
   const index_t N = h.shape[0], V = w.shape[0], C = w.shape[1];
@@ -362,7 +363,7 @@ CrossEntropyResult lm_head_cross_entropy(CublasLtGemm& gemm, CrossEntropyWorkspa
     detail::launch_ce_rows<T>(sc, lds, rows, V, targets.data + r0, grad_scale, want_grad, true, losses + r0,
                               ws.status(), stream);
     if (want_dh)
-      gemm.run<T, G>(Trans::N, Trans::N, rows, C, V, 1.0f, sc, lds, w.data, ldw, 0.0f, dh.data + r0 * ld(dh, C),
+      gemm.run<T, DH>(Trans::N, Trans::N, rows, C, V, 1.0f, sc, lds, w.data, ldw, 0.0f, dh.data + r0 * ld(dh, C),
                      ld(dh, C), compute, Epilogue::none, nullptr, stream);
     if (want_dw)
       gemm.run<T, G>(Trans::T, Trans::N, V, C, rows, 1.0f, sc, lds, hc, ldh, 1.0f, dw.data, ld(dw, C), compute,
