@@ -28,6 +28,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -144,11 +145,29 @@ inline io::SafetensorsMetadata train_metadata(const TrainConfig& c) {
 }
 }  // namespace detail
 
+/// A supervised trainer whose whole state a checkpoint holds: train::Trainer, or gpu::Trainer, whose
+/// buffers live on a GPU and which copies them to its host mirrors (to_host) before a save and back
+/// (from_host) after a load.
+template <class Tr>
+concept CheckpointTrainer = requires(Tr& t, const Tr& ct) {
+  typename Tr::T;
+  ct.net().layout();
+  ct.optimizer();
+  ct.config();
+  ct.params();
+  ct.grads();
+  ct.optimizer_state();
+  ct.partial_loss_sum();
+  t.set_position(std::int64_t{0}, 0, 0.0, index_t{0});
+};
+
 /// Writes the trainer's complete state, plus `extra` metadata (keys must not collide), atomically.
-template <class Net, class Opt>
-void save_checkpoint(const std::filesystem::path& path, const Trainer<Net, Opt>& trainer,
-                     const io::SafetensorsMetadata& extra = {}) {
-  using T = typename Trainer<Net, Opt>::T;
+template <CheckpointTrainer Tr>
+void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const io::SafetensorsMetadata& extra = {}) {
+  using T = typename Tr::T;
+  using Net = std::remove_cvref_t<decltype(trainer.net())>;
+  using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
+  if constexpr (requires { trainer.to_host(); }) trainer.to_host();
   Net& net = trainer.net();
   const ParamLayout& layout = net.layout();
   io::SafetensorsMetadata meta;
@@ -179,9 +198,11 @@ void save_checkpoint(const std::filesystem::path& path, const Trainer<Net, Opt>&
 /// Restores a trainer from `path`. The model config, training config and optimizer must match
 /// the trainer's; the first field that differs is named. Returns the file's metadata so the
 /// caller can check and restore its own `extra` entries.
-template <class Net, class Opt>
-io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Trainer<Net, Opt>& trainer) {
-  using T = typename Trainer<Net, Opt>::T;
+template <CheckpointTrainer Tr>
+io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& trainer) {
+  using T = typename Tr::T;
+  using Net = std::remove_cvref_t<decltype(trainer.net())>;
+  using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
   const io::SafetensorsFile file = io::SafetensorsFile::open(path);
   const std::string fname = path.string();
   const io::SafetensorsMetadata& meta = file.metadata();
@@ -225,6 +246,7 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Train
   }
   if (micro == 0) std::fill(trainer.grads().begin(), trainer.grads().end(), T(0));
   trainer.set_position(step, micro, loss_sum, loss_count);
+  if constexpr (requires { trainer.from_host(); }) trainer.from_host();
   return meta;
 }
 

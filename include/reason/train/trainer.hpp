@@ -55,6 +55,38 @@ struct StepStats {
   double grad_norm = 0;   // before clipping
 };
 
+/// The micro-batches of one optimizer step, drawn together (cheap next to the passes) so the
+/// step's target-token count, the loss normaliser, is known before the first backward.
+class StepBatches {
+ public:
+  /// Draws step `step`'s micro-batches from `source` unless they are the ones held; checks their shapes.
+  void load(const BatchSource& source, const TrainConfig& cfg, std::int64_t step, const char* who) {
+    if (step_ == step) return;
+    batches_.resize(static_cast<std::size_t>(cfg.micro_batches));
+    tokens_ = 0;
+    for (int m = 0; m < cfg.micro_batches; ++m) {
+      TokenBatch& b = batches_[static_cast<std::size_t>(m)];
+      source(step, m, b);
+      REASON_CHECK(b.batch == cfg.batch && b.seq <= cfg.seq && b.tokens.size() == static_cast<std::size_t>(b.batch * b.seq) &&
+                       b.targets.size() == b.tokens.size(),
+                   who, ": micro-batch ", m, " of step ", step, " is [", b.batch, ", ", b.seq, "], expected [", cfg.batch,
+                   ", <= ", cfg.seq, "] with tokens and targets of that size");
+      tokens_ += b.target_count();
+    }
+    step_ = step;
+  }
+  /// Forget the held step (after a position change).
+  void invalidate() { step_ = -1; }
+  [[nodiscard]] const TokenBatch& operator[](int micro) const { return batches_[static_cast<std::size_t>(micro)]; }
+  /// Target tokens in the whole step.
+  [[nodiscard]] index_t target_tokens() const { return tokens_; }
+
+ private:
+  std::vector<TokenBatch> batches_;
+  std::int64_t step_ = -1;
+  index_t tokens_ = 0;
+};
+
 template <class Net, class Opt>
 class Trainer {
   static_assert(optim::Optimizer<Opt>,
@@ -99,17 +131,17 @@ class Trainer {
     micro_ = micro;
     loss_sum_ = loss_sum;
     loss_count_ = loss_count;
-    batches_step_ = -1;
+    batches_.invalidate();
   }
 
   /// Runs the next micro-batch. When it completes the step's accumulation, clips, updates the
   /// parameters and returns the step's statistics; otherwise returns nothing.
   std::optional<StepStats> run_micro(const BatchSource& source) {
     REASON_CHECK(!done(), "Trainer: the run is complete (", cfg_.total_steps, " steps)");
-    load_step_batches(source);
+    batches_.load(source, cfg_, step_, "Trainer");
     if (micro_ == 0) std::fill(grads_.begin(), grads_.end(), T(0));
-    const TokenBatch& b = batches_[static_cast<std::size_t>(micro_)];
-    const T scale = static_cast<T>(1.0 / static_cast<double>(std::max<index_t>(1, step_tokens_)));
+    const TokenBatch& b = batches_[micro_];
+    const T scale = static_cast<T>(1.0 / static_cast<double>(std::max<index_t>(1, batches_.target_tokens())));
     const auto r = net_.forward(params_.data(), grads_.data(), b.tokens_view(), b.targets_view(), scale);
     net_.backward(params_.data(), grads_.data());
     loss_sum_ += r.loss_sum;
@@ -141,24 +173,6 @@ class Trainer {
   }
 
  private:
-  /// Draws every micro-batch of the current step (cheap next to the passes) so the step's
-  /// target-token count, the loss normaliser, is known before the first backward.
-  void load_step_batches(const BatchSource& source) {
-    if (batches_step_ == step_) return;
-    batches_.resize(static_cast<std::size_t>(cfg_.micro_batches));
-    step_tokens_ = 0;
-    for (int m = 0; m < cfg_.micro_batches; ++m) {
-      TokenBatch& b = batches_[static_cast<std::size_t>(m)];
-      source(step_, m, b);
-      REASON_CHECK(b.batch == cfg_.batch && b.seq <= cfg_.seq && b.tokens.size() == static_cast<std::size_t>(b.batch * b.seq) &&
-                       b.targets.size() == b.tokens.size(),
-                   "Trainer: micro-batch ", m, " of step ", step_, " is [", b.batch, ", ", b.seq, "], expected [",
-                   cfg_.batch, ", <= ", cfg_.seq, "] with tokens and targets of that size");
-      step_tokens_ += b.target_count();
-    }
-    batches_step_ = step_;
-  }
-
   Net& net_;
   Opt opt_;
   TrainConfig cfg_;
@@ -167,9 +181,7 @@ class Trainer {
   int micro_ = 0;
   double loss_sum_ = 0;
   index_t loss_count_ = 0;
-  std::vector<TokenBatch> batches_;
-  std::int64_t batches_step_ = -1;
-  index_t step_tokens_ = 0;
+  StepBatches batches_;
 };
 
 }  // namespace reason::train
