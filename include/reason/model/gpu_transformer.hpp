@@ -1,0 +1,156 @@
+// reason/model/gpu_transformer.hpp — the dense decoder on a CUDA GPU: the class as host code sees it.
+//
+//   gpu::DenseTransformer<HeadDim, precision::Fp32 | precision::Bf16>
+//
+// The same model as model::Transformer<attention::MultiHead<Shape{.head_dim = HeadDim}>,
+// ffn::SwiGLU, norm::RMSNorm, linear::Dense> — pre-norm blocks x += attn(norm(x)); x += ffn(norm(x)),
+// GQA with RoPE, causal, a final norm and an untied LM head trained with the fused softmax
+// cross-entropy — with the same parameter layout (model/dense_layout.hpp), the same member
+// functions and the same contracts, on device memory:
+//   * params and grads are device pointers (fp32, laid out by layout()); gradients accumulate (+=);
+//   * tokens, targets and logits are host views (small next to the work; the model copies them);
+//   * forward() / backward() / loss() / logits() / make_decode_state() / decode_step() as on the host,
+//     so train::Trainer's loop, infer::generate_greedy and the checkpoint code work unchanged
+//     (gpu::Trainer holds the buffers on the device).
+// Precision: Fp32 computes in fp32 (cuBLASLt fp32 GEMMs; set_tf32(true) allows tf32 tensor cores).
+// Bf16 keeps fp32 master weights and fp32 gradients; each forward casts the weights to bf16 (a
+// copy made per forward, and per decode state at position 0, so the compute weights can never
+// be stale), stores activations in bf16 and accumulates every GEMM and reduction in fp32; weight
+// gradients are written by the GEMMs straight into the fp32 gradient buffer.
+//
+// Why a class of its own and not model::Transformer with a backend parameter: nvcc (13.0) cannot
+// emit host code for templates whose arguments are class-type constants (attention::Shape{...},
+// moe::GateConfig{...}), so a CUDA translation unit cannot name the host model's policies. This
+// header declares the class with host types only; its definitions are in gpu_transformer.cuh,
+// which exactly one CUDA translation unit of the program includes and instantiates:
+//
+//   // model_cuda.cu
+//   #include "reason/model/gpu_transformer.cuh"
+//   template class reason::gpu::DenseTransformer<32, reason::precision::Bf16>;
+//
+// Every other translation unit (plain C++) includes this header and uses the class.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "reason/core/param_layout.hpp"
+#include "reason/core/view.hpp"
+#include "reason/ffn/swiglu.hpp"
+#include "reason/model/config.hpp"
+#include "reason/model/dense_layout.hpp"
+#include "reason/model/loss_result.hpp"
+#include "reason/precision/precision.hpp"
+
+namespace reason::gpu {
+
+template <int HeadDim, class Precision = precision::Fp32>
+class DenseTransformer {
+  static_assert(HeadDim == 32 || HeadDim == 64 || HeadDim == 128,
+                "gpu::DenseTransformer<HeadDim, Precision>: the CUDA attention kernels are built for head_dim 32, 64 and 128");
+  static_assert(std::is_same_v<Precision, precision::Fp32> || std::is_same_v<Precision, precision::Bf16>,
+                "gpu::DenseTransformer<HeadDim, Precision>: Precision is precision::Fp32 or precision::Bf16");
+
+ public:
+  using T = float;  // parameters, gradients, logits: fp32 in both precisions
+  using precision_policy = Precision;
+  using ffn_policy = ffn::SwiGLU;  // the feed-forward it computes (for code written against the host model)
+  static constexpr int head_dim = HeadDim;
+  static constexpr bool routed = false;
+  static constexpr bool on_device = true;
+  static constexpr index_t loss_chunk_rows = 256;  // rows of logits alive at once in the fused loss
+
+  /// Builds the model on the current CUDA device (gpu::require_device checks it first).
+  explicit DenseTransformer(const model::Config& config);
+  ~DenseTransformer();
+  DenseTransformer(DenseTransformer&&) noexcept;
+  DenseTransformer& operator=(DenseTransformer&&) noexcept;
+  DenseTransformer(const DenseTransformer&) = delete;
+  DenseTransformer& operator=(const DenseTransformer&) = delete;
+
+  [[nodiscard]] const model::Config& config() const { return config_; }
+  [[nodiscard]] const ParamLayout& layout() const { return dense_.layout; }
+  [[nodiscard]] const model::DenseLayout& dense_layout() const { return dense_; }
+  [[nodiscard]] std::size_t num_params() const { return dense_.layout.size(); }
+  static std::string attention_signature() { return "multi_head"; }
+  static std::string ffn_signature() { return "swiglu"; }
+  /// What a checkpoint records: the host model's metadata, so files move between backends.
+  [[nodiscard]] std::map<std::string, std::string> model_metadata() const {
+    auto meta = config_.to_metadata(head_dim);
+    meta["attention"] = attention_signature();
+    meta["ffn"] = ffn_signature();
+    return meta;
+  }
+  void expect_model_metadata(const std::map<std::string, std::string>& meta, const std::string& what) const {
+    config_.expect_same(model::Config::from_metadata(meta, head_dim), what.c_str());
+    const auto a = meta.find("attention");
+    const std::string attention = a == meta.end() ? std::string("multi_head") : a->second;
+    REASON_CHECK(attention == attention_signature(), what, ": attention is ", attention,
+                 ", but the CUDA model is ", attention_signature());
+    const auto f = meta.find("ffn");
+    const std::string ffn = f == meta.end() ? std::string("swiglu") : f->second;
+    REASON_CHECK(ffn == ffn_signature(), what, ": the feed-forward policy is ", ffn, ", but the CUDA model is ",
+                 ffn_signature());
+  }
+
+  /// The stream every call of this model runs on (calls return when their results are needed on
+  /// the host: losses, logits; forward/backward may still be running on it).
+  [[nodiscard]] cudaStream_t stream() const;
+  /// Fp32 only: let the GEMMs use tf32 tensor cores (10-bit mantissa products, fp32 sums).
+  void set_tf32(bool allow);
+
+  /// Sizes the device activation memory for up to `batch` sequences of up to `seq` tokens.
+  void reserve(index_t batch, index_t seq);
+  [[nodiscard]] std::size_t activation_bytes() const;
+
+  /// Mean next-token loss over targets >= 0; no gradients. tokens, targets: host [B, T].
+  model::LossResult loss(const T* params, View<const std::int32_t, 2> tokens, View<const std::int32_t, 2> targets);
+  /// Next-token logits into host out [B T, V].
+  void logits(const T* params, View<const std::int32_t, 2> tokens, View<T, 2> out);
+  /// Forward for training (see model::Transformer::forward): the summed loss; grad_scale *
+  /// d(loss)/d(lm_head) already accumulated into grads. Call backward() next.
+  model::LossResult forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
+                            View<const std::int32_t, 2> targets, T grad_scale);
+  /// Backward through the blocks from the last forward(); parameter gradients accumulate.
+  void backward(const T* params, T* grads);
+
+  /// The KV caches ([B, S, Hkv, D] k and v per layer, compute type) and per-step scratch of
+  /// `batch` sequences of up to `max_seq` tokens, on the device.
+  class DecodeState {
+   public:
+    DecodeState();
+    ~DecodeState();
+    DecodeState(DecodeState&&) noexcept;
+    DecodeState& operator=(DecodeState&&) noexcept;
+    [[nodiscard]] index_t batch() const { return batch_; }
+    [[nodiscard]] index_t max_seq() const { return max_seq_; }
+    [[nodiscard]] std::size_t cache_bytes() const { return cache_bytes_; }
+
+    struct Memory;  // defined in gpu_transformer.cuh (public only because nvcc's generated host code names it)
+
+   private:
+    friend class DenseTransformer;
+    index_t batch_ = 0, max_seq_ = 0, next_pos_ = 0;
+    std::size_t cache_bytes_ = 0;
+    std::unique_ptr<Memory> memory_;
+  };
+  [[nodiscard]] DecodeState make_decode_state(index_t batch, index_t max_seq) const;
+  /// Feeds host tokens [B] at position `pos` (in order 0, 1, 2, ... per state; pos < the next
+  /// position rewinds) and writes the next-token logits into host logits [B, V].
+  void decode_step(const T* params, View<const std::int32_t, 1> tokens, index_t pos, DecodeState& st,
+                   View<T, 2> logits) const;
+
+  struct Impl;  // defined in gpu_transformer.cuh (public only because nvcc's generated host code names it)
+
+ private:
+  model::Config config_;
+  model::DenseLayout dense_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace reason::gpu
