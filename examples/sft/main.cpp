@@ -41,31 +41,13 @@ namespace {
 std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
-}  // namespace
-
-int main(int argc, char** argv) try {
-  sft::Options o;
-  CLI::App app{"reason SFT example: a small transformer learns verifiable arithmetic in <think>/<answer> form"};
-  sft::add_options(app, o);
-  app.add_option("--out", o.out, "output directory")->capture_default_str();
-  app.add_option("--resume", o.resume, "checkpoint to resume from");
-  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->capture_default_str();
-  app.add_option("--stop-after", o.stop_after, "checkpoint and exit after this many steps (simulated interruption)");
-  app.add_option("--stop-micro", o.stop_micro,
-                 "with --stop-after: stop that many micro-batches into the next step instead (mid-accumulation)")
-      ->check(CLI::NonNegativeNumber);
-  CLI11_PARSE(app, argc, argv);
-
+/// Trains and evaluates model `M` (this build's host model, or the CUDA model) with the options' data.
+template <class M>
+int train_and_evaluate(const sft::Options& o) {
   namespace fs = std::filesystem;
-  fs::create_directories(o.out);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-
   const sft::Data data(o);
   data::write_problems_jsonl(fs::path(o.out) / "heldout.jsonl", data.held_out.problems);
-  REASON_CHECK(o.stop_micro < o.micro_batches, "sft: --stop-micro ", o.stop_micro, " must be below --micro-batches ",
-               o.micro_batches);
-  sft::Run<Net, examples::FfnChoice> run(o);
+  sft::Run<M, examples::FfnChoice> run(o);
 
   const fs::path ckpt = fs::path(o.out) / "checkpoint.safetensors";
   // The held-out set decides which problems training avoids: part of the run's identity. (The
@@ -101,6 +83,45 @@ int main(int argc, char** argv) try {
               Net::routed ? examples::FfnChoice::name : "");
   std::printf("total time %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
+}
+
+/// --device cuda: the CUDA model of this build's (dense, multi_head) configuration.
+int train_and_evaluate_on_gpu(const sft::Options& o) {
+#if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/sft/cuda_models.cu)
+  static_assert(Net::head_dim == 32 && !Net::routed, "sft: the CUDA build of sft is the dense multi_head model");
+  if (o.precision == "bf16") return train_and_evaluate<gpu::DenseTransformer<32, precision::Bf16>>(o);
+  return train_and_evaluate<gpu::DenseTransformer<32, precision::Fp32>>(o);
+#else
+  (void)o;
+  fail("sft: --device cuda: this build has no CUDA backend (it needs nvcc at configure time and the dense multi_head "
+       "configuration: REASON_EXAMPLE_ATTENTION=multi_head, REASON_EXAMPLE_FFN=dense); this build is ",
+       examples::AttentionChoice::name, ", ", examples::FfnChoice::name);
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  sft::Options o;
+  CLI::App app{"reason SFT example: a small transformer learns verifiable arithmetic in <think>/<answer> form"};
+  sft::add_options(app, o);
+  app.add_option("--out", o.out, "output directory")->capture_default_str();
+  app.add_option("--resume", o.resume, "checkpoint to resume from");
+  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->capture_default_str();
+  app.add_option("--stop-after", o.stop_after, "checkpoint and exit after this many steps (simulated interruption)");
+  app.add_option("--stop-micro", o.stop_micro,
+                 "with --stop-after: stop that many micro-batches into the next step instead (mid-accumulation)")
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  std::filesystem::create_directories(o.out);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  REASON_CHECK(o.stop_micro < o.micro_batches, "sft: --stop-micro ", o.stop_micro, " must be below --micro-batches ",
+               o.micro_batches);
+  if (o.device == "cuda") return train_and_evaluate_on_gpu(o);
+  REASON_CHECK(o.precision == "fp32", "sft: --precision ", o.precision, " needs --device cuda (the host computes in fp32)");
+  return train_and_evaluate<Net>(o);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "sft: error: %s\n", e.what());
   return 1;

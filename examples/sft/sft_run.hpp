@@ -40,6 +40,10 @@
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/progress.hpp"
 #include "reason/train/trainer.hpp"
+#if REASON_WITH_CUDA
+#include "reason/model/gpu_transformer.hpp"
+#include "reason/train/gpu_trainer.hpp"
+#endif
 
 namespace sft {
 
@@ -55,6 +59,18 @@ using NetWith = model::Transformer<Attention,                    // attention po
                                    precision::Fp32>;             // number types
 using Optimizer = optim::AdamW;
 
+/// The trainer of a model: train::Trainer on the host, gpu::Trainer for a CUDA model (Net::on_device).
+template <class Net, bool = requires { Net::on_device; }>
+struct TrainerOf {
+  using type = train::Trainer<Net, Optimizer>;
+};
+#if REASON_WITH_CUDA
+template <class Net>
+struct TrainerOf<Net, true> {
+  using type = gpu::Trainer<Net>;
+};
+#endif
+
 struct Options {
   // model
   index_t width = 128, layers = 4, heads = 4, kv_heads = 2, ffn = 384, seq = 96;
@@ -67,6 +83,9 @@ struct Options {
   std::uint64_t seed = 1234;
   // evaluation and output
   int eval_per_level = 128;
+  // backend
+  std::string device = "cpu";     // cpu, or cuda (the dense multi_head model on a GPU)
+  std::string precision = "fp32";  // cuda: fp32 or bf16 (fp32 master weights)
   std::string out = "sft_out";
   std::string resume;
   std::string eval_jsonl;  // evaluate on these problems instead of generated ones
@@ -98,6 +117,12 @@ inline void add_options(CLI::App& app, Options& o) {
                  "held-out problems (JSONL: question, answer, difficulty, trace) instead of generated ones; "
                  "training never draws them");
   app.add_option("--log-every", o.log_every, "steps between progress lines when not on a terminal")->capture_default_str();
+  app.add_option("--device", o.device, "cpu, or cuda: train and generate on a GPU (dense multi_head build)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--precision", o.precision, "with --device cuda: fp32, or bf16 compute with fp32 master weights")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
 }
 
 inline model::Config model_config(const Options& o) {
@@ -206,8 +231,9 @@ class Run {
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
+  using Trainer = typename TrainerOf<Net>::type;
   [[nodiscard]] const Net& net() const { return net_; }
-  [[nodiscard]] train::Trainer<Net, Optimizer>& trainer() { return trainer_; }
+  [[nodiscard]] Trainer& trainer() { return trainer_; }
 
   /// After train::load_checkpoint of a checkpoint written mid-step: the router statistics of that
   /// step's micro-batches before the interruption (metadata "router.partial"), which the resumed
@@ -236,6 +262,9 @@ class Run {
                 Net::attention_signature().c_str(), cache, static_cast<long long>(mc.max_seq_len),
                 static_cast<double>(cache) / static_cast<double>(mc.max_seq_len));
     std::printf("%s\n", examples::ffn_description<Net>(mc).c_str());
+    if constexpr (requires { Net::on_device; })
+      std::printf("backend: CUDA, precision %s (fp32 master weights, gradients and AdamW state)\n",
+                  Net::precision_policy::name);
     if constexpr (Net::routed)
       std::printf("parameters: %zu in all, %zu active per token\n", net_.num_params(), examples::active_params(net_));
   }
@@ -331,7 +360,7 @@ class Run {
       const std::size_t last = std::min(problems.size(), first + eval_batch);
       std::vector<std::vector<std::int32_t>> prompts;
       for (std::size_t i = first; i < last; ++i) prompts.push_back(data::prompt_tokens(problems[i]));
-      const auto completions = infer::generate_greedy(net_, trainer_.params().data(), std::span(prompts), o_.seq,
+      const auto completions = infer::generate_greedy(net_, model_params(), std::span(prompts), o_.seq,
                                                       data::Tokenizer::eos);
       for (std::size_t i = first; i < last; ++i) {
         const data::Problem& p = problems[i];
@@ -351,10 +380,18 @@ class Run {
   }
 
  private:
+  /// The parameters the model reads: the trainer's host buffer, or its device buffer for a CUDA model.
+  [[nodiscard]] const typename Net::T* model_params() const {
+    if constexpr (requires { trainer_.device_params(); })
+      return trainer_.device_params();
+    else
+      return trainer_.params().data();
+  }
+
   static constexpr const char* router_partial_key = "router.partial";
   Options o_;
   Net net_;
-  train::Trainer<Net, Optimizer> trainer_;
+  Trainer trainer_;
   std::vector<moe::RouterStats> router_carried_;  // MoE models: the current step's statistics before a resume
 };
 

@@ -3,13 +3,14 @@
 # exactly the per-step losses (and final weights) of an uninterrupted run: once stopped between
 # steps, once mid-step (after the first of the step's 2 micro-batches: the checkpoint holds the
 # accumulated gradients and, for an MoE build, the step's expert load and router statistics so far).
-# usage: sft_resume.sh <sft binary> <work dir>     (sft or sft_moe)
+# usage: sft_resume.sh <sft binary> <work dir> [more sft flags]    (sft or sft_moe; e.g. --device cuda)
 set -euo pipefail
 sft=$1
 work=$2
+shift 2
 rm -rf "$work" && mkdir -p "$work"
 args=(--steps 12 --warmup 4 --batch 8 --micro-batches 2 --width 64 --layers 2 --heads 2 --kv-heads 1 --ffn 128
-      --seq 96 --eval-per-level 4 --checkpoint-every 0 --log-every 4)
+      --seq 96 --eval-per-level 4 --checkpoint-every 0 --log-every 4 "$@")
 "$sft" "${args[@]}" --out "$work/full" > "$work/full.log"
 # metrics.jsonl: the resumed run appended steps 6..12 to steps 1..5. Compare step lines
 # without the timing fields.
