@@ -101,6 +101,8 @@ __global__ void __launch_bounds__(norm_threads)
 
 /// Pass 2: result[0] = sqrt(sum of partials); result[1] = the clip factor (as float, widened);
 /// result[2] = 1 when the host's rule clips (max_norm > 0 && norm > max_norm), else 0.
+/// (A template only so that the header can be included by several translation units of one program.)
+template <int = 0>
 __global__ void __launch_bounds__(norm_final_threads)
     norm_finalize_kernel(const double* __restrict__ partial, std::uint64_t count, double max_norm,
                          double* __restrict__ result) {
@@ -161,7 +163,7 @@ class GradNorm {
           <<<static_cast<unsigned>(chunks), norm_threads, 0, stream>>>(x.data(), n, partial_.data(), vec);
       REASON_CUDA_CHECK(cudaGetLastError());
     }
-    detail::norm_finalize_kernel<<<1, norm_final_threads, 0, stream>>>(partial_.data(), chunks, max_norm,
+    detail::norm_finalize_kernel<><<<1, norm_final_threads, 0, stream>>>(partial_.data(), chunks, max_norm,
                                                                          result_.data());
     REASON_CUDA_CHECK(cudaGetLastError());
   }
