@@ -45,6 +45,7 @@
 #include "reason/model/config.hpp"
 #include "reason/model/dense_layout.hpp"
 #include "reason/model/loss_result.hpp"
+#include "reason/model/metadata.hpp"
 #include "reason/precision/precision.hpp"
 
 namespace reason::gpu {
@@ -79,23 +80,12 @@ class DenseTransformer {
   [[nodiscard]] std::size_t num_params() const { return dense_.layout.size(); }
   static std::string attention_signature() { return "multi_head"; }
   static std::string ffn_signature() { return "swiglu"; }
-  /// What a checkpoint records: the host model's metadata, so files move between backends.
+  /// What a checkpoint records: the host model's metadata (model/metadata.hpp), so files move between backends.
   [[nodiscard]] std::map<std::string, std::string> model_metadata() const {
-    auto meta = config_.to_metadata(head_dim);
-    meta["attention"] = attention_signature();
-    meta["ffn"] = ffn_signature();
-    return meta;
+    return model::model_metadata(config_, head_dim, attention_signature(), ffn_signature());
   }
   void expect_model_metadata(const std::map<std::string, std::string>& meta, const std::string& what) const {
-    config_.expect_same(model::Config::from_metadata(meta, head_dim), what.c_str());
-    const auto a = meta.find("attention");
-    const std::string attention = a == meta.end() ? std::string("multi_head") : a->second;
-    REASON_CHECK(attention == attention_signature(), what, ": attention is ", attention,
-                 ", but the CUDA model is ", attention_signature());
-    const auto f = meta.find("ffn");
-    const std::string ffn = f == meta.end() ? std::string("swiglu") : f->second;
-    REASON_CHECK(ffn == ffn_signature(), what, ": the feed-forward policy is ", ffn, ", but the CUDA model is ",
-                 ffn_signature());
+    model::expect_model_metadata(config_, head_dim, attention_signature(), ffn_signature(), meta, what);
   }
 
   /// The stream every call of this model runs on (calls return when their results are needed on

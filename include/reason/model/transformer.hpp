@@ -43,6 +43,7 @@
 #include "reason/model/concepts.hpp"
 #include "reason/model/config.hpp"
 #include "reason/model/loss_result.hpp"
+#include "reason/model/metadata.hpp"
 #include "reason/moe/router_stats.hpp"
 #include "reason/norm/rmsnorm.hpp"
 #include "reason/precision/precision.hpp"
@@ -140,25 +141,13 @@ class Transformer {
     if constexpr (requires { Ffn::signature(); }) return Ffn::signature();
     return Ffn::name;
   }
-  /// What a checkpoint records about the model: the config under Hugging Face names, "attention" and "ffn".
+  /// What a checkpoint records about the model (model/metadata.hpp).
   [[nodiscard]] std::map<std::string, std::string> model_metadata() const {
-    auto meta = config_.to_metadata(head_dim);
-    meta["attention"] = attention_signature();
-    meta["ffn"] = ffn_signature();
-    return meta;
+    return model::model_metadata(config_, head_dim, attention_signature(), ffn_signature());
   }
-  /// Throws unless checkpoint metadata `meta` describes this model (config field by field, then the
-  /// attention policy; a file without "attention" predates the record and was multi_head).
+  /// Throws unless checkpoint metadata `meta` describes this model (model/metadata.hpp).
   void expect_model_metadata(const std::map<std::string, std::string>& meta, const std::string& what) const {
-    config_.expect_same(Config::from_metadata(meta, head_dim), what.c_str());
-    const auto it = meta.find("attention");
-    const std::string saved = it == meta.end() ? std::string("multi_head") : it->second;
-    REASON_CHECK(saved == attention_signature(), what, ": attention is ", saved, ", but this model is built with ",
-                 attention_signature());
-    const auto f = meta.find("ffn");  // absent before MoE models existed: the dense SwiGLU
-    const std::string saved_ffn = f == meta.end() ? std::string("swiglu") : f->second;
-    REASON_CHECK(saved_ffn == ffn_signature(), what, ": the feed-forward policy is ", saved_ffn,
-                 ", but this model is built with ", ffn_signature());
+    model::expect_model_metadata(config_, head_dim, attention_signature(), ffn_signature(), meta, what);
   }
   [[nodiscard]] const ParamLayout& layout() const { return layout_; }
   [[nodiscard]] std::size_t num_params() const { return layout_.size(); }
