@@ -6,9 +6,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
-#include <cmath>
-
 #include "reason/core/cuda_check.hpp"
 #include "reason/core/device_buffer.hpp"
 #include "reason/kernels/adamw.cuh"
@@ -86,33 +83,21 @@ void Trainer<Net>::from_host() {
 
 template <class Net>
 std::optional<train::StepStats> Trainer<Net>::run_micro(const train::BatchSource& source) {
-  REASON_CHECK(!done(), "gpu::Trainer: the run is complete (", cfg_.total_steps, " steps)");
-  batches_.load(source, cfg_, step_, "gpu::Trainer");
+  const train::TokenBatch& b = pos_.batch(source, cfg_, "gpu::Trainer");
   const std::size_t n = host_params_.size();
   const cudaStream_t s = net_.stream();
-  if (micro_ == 0) REASON_CUDA_CHECK(cudaMemsetAsync(dev_->grads.data(), 0, n * sizeof(float), s));
-  const train::TokenBatch& b = batches_[micro_];
-  const float scale = static_cast<float>(1.0 / static_cast<double>(std::max<index_t>(1, batches_.target_tokens())));
-  const auto r = net_.forward(dev_->params.data(), dev_->grads.data(), b.tokens_view(), b.targets_view(), scale);
+  if (pos_.micro() == 0) REASON_CUDA_CHECK(cudaMemsetAsync(dev_->grads.data(), 0, n * sizeof(float), s));
+  const auto r = net_.forward(dev_->params.data(), dev_->grads.data(), b.tokens_view(), b.targets_view(),
+                              static_cast<float>(pos_.grad_scale()));
   net_.backward(dev_->params.data(), dev_->grads.data());
-  loss_sum_ += r.loss_sum;
-  loss_count_ += r.count;
-  if (++micro_ < cfg_.micro_batches) return std::nullopt;
+  if (!pos_.add(r.loss_sum, r.count, cfg_)) return std::nullopt;
 
-  train::StepStats st;
-  st.step = step_;
-  st.tokens = loss_count_;
-  st.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : 0.0;
-  st.grad_norm = dev_->norm.template clip_grad_norm<float>(std::span<float>(dev_->grads.data(), n), cfg_.max_grad_norm, s);
-  REASON_CHECK(std::isfinite(st.grad_norm), "gpu::Trainer: step ", step_, ": the gradient norm is ", st.grad_norm,
-               " (loss ", st.loss, "); the parameters were left unchanged");
-  st.lr = cfg_.schedule.lr(step_);
+  const double norm =
+      dev_->norm.template clip_grad_norm<float>(std::span<float>(dev_->grads.data(), n), cfg_.max_grad_norm, s);
+  const train::StepStats st = pos_.stats(norm, cfg_, "gpu::Trainer");
   adamw_update<float, double>(dev_->segments, n, dev_->params.data(), dev_->grads.data(), dev_->exp_avg.data(),
-                              dev_->exp_avg_sq.data(), opt_.config, st.lr, step_ + 1, s);
-  ++step_;
-  micro_ = 0;
-  loss_sum_ = 0;
-  loss_count_ = 0;
+                              dev_->exp_avg_sq.data(), opt_.config, st.lr, st.step + 1, s);
+  pos_.next_step();
   return st;
 }
 

@@ -66,19 +66,13 @@ class Trainer {
   void to_host() const;
   void from_host();
 
-  [[nodiscard]] std::int64_t step() const { return step_; }
-  [[nodiscard]] int micro() const { return micro_; }
-  [[nodiscard]] bool done() const { return step_ >= cfg_.total_steps; }
-  [[nodiscard]] double partial_loss_sum() const { return loss_sum_; }
-  [[nodiscard]] index_t partial_loss_count() const { return loss_count_; }
+  [[nodiscard]] std::int64_t step() const { return pos_.step(); }
+  [[nodiscard]] int micro() const { return pos_.micro(); }
+  [[nodiscard]] bool done() const { return pos_.step() >= cfg_.total_steps; }
+  [[nodiscard]] double partial_loss_sum() const { return pos_.loss_sum(); }
+  [[nodiscard]] index_t partial_loss_count() const { return pos_.loss_count(); }
   void set_position(std::int64_t step, int micro, double loss_sum, index_t loss_count) {
-    REASON_CHECK(step >= 0 && micro >= 0 && micro < cfg_.micro_batches, "gpu::Trainer: position step ", step,
-                 " micro ", micro, " is outside the run (micro_batches = ", cfg_.micro_batches, ")");
-    step_ = step;
-    micro_ = micro;
-    loss_sum_ = loss_sum;
-    loss_count_ = loss_count;
-    batches_.invalidate();
+    pos_.set(step, micro, loss_sum, loss_count, cfg_, "gpu::Trainer");
   }
 
   /// The next micro-batch; at the end of a step clips, updates and returns the step's statistics.
@@ -96,11 +90,7 @@ class Trainer {
   train::TrainConfig cfg_;
   std::unique_ptr<Device> dev_;
   mutable std::vector<T> host_params_, host_grads_, host_state_;
-  std::int64_t step_ = 0;
-  int micro_ = 0;
-  double loss_sum_ = 0;
-  index_t loss_count_ = 0;
-  train::StepBatches batches_;
+  train::RunPosition pos_;
 };
 
 }  // namespace reason::gpu

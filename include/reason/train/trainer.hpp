@@ -55,36 +55,85 @@ struct StepStats {
   double grad_norm = 0;   // before clipping
 };
 
-/// The micro-batches of one optimizer step, drawn together (cheap next to the passes) so the
-/// step's target-token count, the loss normaliser, is known before the first backward.
-class StepBatches {
+/// Where a supervised run stands — the next step, how many of its micro-batches are done and
+/// their summed loss — and that step's micro-batches, drawn together (cheap next to the passes) so
+/// the step's target-token count, the loss normaliser, is known before the first backward. Shared
+/// by train::Trainer and gpu::Trainer, which differ only in where their buffers live.
+class RunPosition {
  public:
-  /// Draws step `step`'s micro-batches from `source` unless they are the ones held; checks their shapes.
-  void load(const BatchSource& source, const TrainConfig& cfg, std::int64_t step, const char* who) {
-    if (step_ == step) return;
-    batches_.resize(static_cast<std::size_t>(cfg.micro_batches));
-    tokens_ = 0;
-    for (int m = 0; m < cfg.micro_batches; ++m) {
-      TokenBatch& b = batches_[static_cast<std::size_t>(m)];
-      source(step, m, b);
-      REASON_CHECK(b.batch == cfg.batch && b.seq <= cfg.seq && b.tokens.size() == static_cast<std::size_t>(b.batch * b.seq) &&
-                       b.targets.size() == b.tokens.size(),
-                   who, ": micro-batch ", m, " of step ", step, " is [", b.batch, ", ", b.seq, "], expected [", cfg.batch,
-                   ", <= ", cfg.seq, "] with tokens and targets of that size");
-      tokens_ += b.target_count();
-    }
+  [[nodiscard]] std::int64_t step() const { return step_; }
+  [[nodiscard]] int micro() const { return micro_; }
+  [[nodiscard]] double loss_sum() const { return loss_sum_; }
+  [[nodiscard]] index_t loss_count() const { return loss_count_; }
+
+  /// Moves to a position (a checkpoint's); `who` names the trainer in the error.
+  void set(std::int64_t step, int micro, double loss_sum, index_t loss_count, const TrainConfig& cfg, const char* who) {
+    REASON_CHECK(step >= 0 && micro >= 0 && micro < cfg.micro_batches, who, ": position step ", step, " micro ", micro,
+                 " is outside the run (micro_batches = ", cfg.micro_batches, ")");
     step_ = step;
+    micro_ = micro;
+    loss_sum_ = loss_sum;
+    loss_count_ = loss_count;
+    batches_step_ = -1;
   }
-  /// Forget the held step (after a position change).
-  void invalidate() { step_ = -1; }
-  [[nodiscard]] const TokenBatch& operator[](int micro) const { return batches_[static_cast<std::size_t>(micro)]; }
-  /// Target tokens in the whole step.
-  [[nodiscard]] index_t target_tokens() const { return tokens_; }
+
+  /// The current micro-batch, drawing the step's batches from `source` when the step is new to it.
+  const TokenBatch& batch(const BatchSource& source, const TrainConfig& cfg, const char* who) {
+    REASON_CHECK(step_ < cfg.total_steps, who, ": the run is complete (", cfg.total_steps, " steps)");
+    if (batches_step_ != step_) {
+      batches_.resize(static_cast<std::size_t>(cfg.micro_batches));
+      step_tokens_ = 0;
+      for (int m = 0; m < cfg.micro_batches; ++m) {
+        TokenBatch& b = batches_[static_cast<std::size_t>(m)];
+        source(step_, m, b);
+        REASON_CHECK(b.batch == cfg.batch && b.seq <= cfg.seq &&
+                         b.tokens.size() == static_cast<std::size_t>(b.batch * b.seq) && b.targets.size() == b.tokens.size(),
+                     who, ": micro-batch ", m, " of step ", step_, " is [", b.batch, ", ", b.seq, "], expected [", cfg.batch,
+                     ", <= ", cfg.seq, "] with tokens and targets of that size");
+        step_tokens_ += b.target_count();
+      }
+      batches_step_ = step_;
+    }
+    return batches_[static_cast<std::size_t>(micro_)];
+  }
+  /// The loss scale of every micro-batch of the step: 1 / (target tokens in the whole step).
+  [[nodiscard]] double grad_scale() const { return 1.0 / static_cast<double>(std::max<index_t>(1, step_tokens_)); }
+
+  /// Adds a finished micro-batch's loss; true when it completes the step's accumulation.
+  bool add(double loss_sum, index_t count, const TrainConfig& cfg) {
+    loss_sum_ += loss_sum;
+    loss_count_ += count;
+    return ++micro_ >= cfg.micro_batches;
+  }
+  /// The completed step's statistics once its gradient norm is known: throws, naming the step, when
+  /// the norm is not finite (the caller has not updated anything yet), else adds the schedule's lr.
+  [[nodiscard]] StepStats stats(double grad_norm, const TrainConfig& cfg, const char* who) const {
+    StepStats s;
+    s.step = step_;
+    s.tokens = loss_count_;
+    s.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : 0.0;
+    s.grad_norm = grad_norm;
+    REASON_CHECK(std::isfinite(grad_norm), who, ": step ", step_, ": the gradient norm is ", grad_norm, " (loss ", s.loss,
+                 "); the parameters were left unchanged");
+    s.lr = cfg.schedule.lr(step_);
+    return s;
+  }
+  /// After the optimizer step: on to the next step.
+  void next_step() {
+    ++step_;
+    micro_ = 0;
+    loss_sum_ = 0;
+    loss_count_ = 0;
+  }
 
  private:
+  std::int64_t step_ = 0;
+  int micro_ = 0;
+  double loss_sum_ = 0;
+  index_t loss_count_ = 0;
   std::vector<TokenBatch> batches_;
-  std::int64_t step_ = -1;
-  index_t tokens_ = 0;
+  std::int64_t batches_step_ = -1;
+  index_t step_tokens_ = 0;
 };
 
 template <class Net, class Opt>
@@ -116,53 +165,33 @@ class Trainer {
   [[nodiscard]] std::span<const T> optimizer_state() const { return state_; }
 
   /// The next step to run (0-based) and how many of its micro-batches are done.
-  [[nodiscard]] std::int64_t step() const { return step_; }
-  [[nodiscard]] int micro() const { return micro_; }
-  [[nodiscard]] bool done() const { return step_ >= cfg_.total_steps; }
+  [[nodiscard]] std::int64_t step() const { return pos_.step(); }
+  [[nodiscard]] int micro() const { return pos_.micro(); }
+  [[nodiscard]] bool done() const { return pos_.step() >= cfg_.total_steps; }
   /// The summed loss and token count of the current step's finished micro-batches.
-  [[nodiscard]] double partial_loss_sum() const { return loss_sum_; }
-  [[nodiscard]] index_t partial_loss_count() const { return loss_count_; }
+  [[nodiscard]] double partial_loss_sum() const { return pos_.loss_sum(); }
+  [[nodiscard]] index_t partial_loss_count() const { return pos_.loss_count(); }
 
   /// Restores the position in the run (used by the checkpoint loader with the buffers it fills).
   void set_position(std::int64_t step, int micro, double loss_sum, index_t loss_count) {
-    REASON_CHECK(step >= 0 && micro >= 0 && micro < cfg_.micro_batches, "Trainer: position step ", step, " micro ",
-                 micro, " is outside the run (micro_batches = ", cfg_.micro_batches, ")");
-    step_ = step;
-    micro_ = micro;
-    loss_sum_ = loss_sum;
-    loss_count_ = loss_count;
-    batches_.invalidate();
+    pos_.set(step, micro, loss_sum, loss_count, cfg_, "Trainer");
   }
 
   /// Runs the next micro-batch. When it completes the step's accumulation, clips, updates the
   /// parameters and returns the step's statistics; otherwise returns nothing.
   std::optional<StepStats> run_micro(const BatchSource& source) {
-    REASON_CHECK(!done(), "Trainer: the run is complete (", cfg_.total_steps, " steps)");
-    batches_.load(source, cfg_, step_, "Trainer");
-    if (micro_ == 0) std::fill(grads_.begin(), grads_.end(), T(0));
-    const TokenBatch& b = batches_[micro_];
-    const T scale = static_cast<T>(1.0 / static_cast<double>(std::max<index_t>(1, batches_.target_tokens())));
-    const auto r = net_.forward(params_.data(), grads_.data(), b.tokens_view(), b.targets_view(), scale);
+    const TokenBatch& b = pos_.batch(source, cfg_, "Trainer");
+    if (pos_.micro() == 0) std::fill(grads_.begin(), grads_.end(), T(0));
+    const auto r = net_.forward(params_.data(), grads_.data(), b.tokens_view(), b.targets_view(),
+                                static_cast<T>(pos_.grad_scale()));
     net_.backward(params_.data(), grads_.data());
-    loss_sum_ += r.loss_sum;
-    loss_count_ += r.count;
-    if (++micro_ < cfg_.micro_batches) return std::nullopt;
+    if (!pos_.add(r.loss_sum, r.count, cfg_)) return std::nullopt;
 
-    StepStats s;
-    s.step = step_;
-    s.tokens = loss_count_;
-    s.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : 0.0;
-    s.grad_norm = clip_grad_norm<T>(std::span<T>(grads_), cfg_.max_grad_norm);
-    REASON_CHECK(std::isfinite(s.grad_norm), "Trainer: step ", step_, ": the gradient norm is ", s.grad_norm,
-                 " (loss ", s.loss, "); the parameters were left unchanged");
-    s.lr = cfg_.schedule.lr(step_);
-    opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr, step_ + 1);
+    const StepStats s = pos_.stats(clip_grad_norm<T>(std::span<T>(grads_), cfg_.max_grad_norm), cfg_, "Trainer");
+    opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr, s.step + 1);
     // An MoE model's gates balance their experts on this step's load (moe::BiasBalance).
     if constexpr (requires { net_.balance_experts(params_.data()); }) net_.balance_experts(params_.data());
-    ++step_;
-    micro_ = 0;
-    loss_sum_ = 0;
-    loss_count_ = 0;
+    pos_.next_step();
     return s;
   }
 
@@ -177,11 +206,7 @@ class Trainer {
   Opt opt_;
   TrainConfig cfg_;
   std::vector<T> params_, grads_, state_;
-  std::int64_t step_ = 0;
-  int micro_ = 0;
-  double loss_sum_ = 0;
-  index_t loss_count_ = 0;
-  StepBatches batches_;
+  RunPosition pos_;
 };
 
 }  // namespace reason::train
