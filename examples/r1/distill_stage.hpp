@@ -18,7 +18,8 @@
 
 namespace r1 {
 
-inline std::vector<float> Pipeline::run_distill(const model::Config& tc, const model::Config& sc,
+template <class Net, class StudentNet>
+std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& tc, const model::Config& sc,
                                                 const std::vector<float>& teacher) {
   // This loop runs its own optimizer step and no balance_experts(): a routed student would need
   // snet.balance_experts(params) after opt.step (train::Trainer and rl::GrpoTrainer do it themselves).
@@ -30,9 +31,13 @@ inline std::vector<float> Pipeline::run_distill(const model::Config& tc, const m
   std::printf("\n== stage 4: distillation into a student of %zu parameters (teacher %zu%s), %lld steps, alpha %.2f\n",
               snet.num_params(), tnet.num_params(), teacher_active.c_str(), static_cast<long long>(o_.distill_steps),
               o_.distill_alpha);
-  const std::size_t n = snet.num_params();
-  std::vector<float> params(n), grads(n), state(n * Optimizer::state_slots, 0.0f);
-  snet.layout().initialize(std::span<float>(params), o_.seed + 1);
+  // The student's parameters, gradients and AdamW state: on the host, or on the GPU for a CUDA
+  // model (train/train_buffers.hpp); the teacher's parameters where the teacher reads them.
+  using Buffers = train::train_buffers_t<StudentNet, float, Optimizer>;
+  std::vector<float> init(snet.num_params());
+  snet.layout().initialize(std::span<float>(init), o_.seed + 1);
+  Buffers student = train::make_train_buffers<Buffers>(snet, std::span<const float>(init), /*with_reference=*/false);
+  const examples::ModelParams<Net> teacher_params(tnet, teacher);
   const Optimizer opt{.config = {.weight_decay = 0.05}};
   const train::CosineSchedule schedule{.peak_lr = o_.sft_lr,
                                        .min_lr = o_.sft_lr / 30,
@@ -61,7 +66,7 @@ inline std::vector<float> Pipeline::run_distill(const model::Config& tc, const m
     rc.max_new_tokens = tc.max_seq_len;
     rc.eos = eos;
     const infer::Rollouts answers =
-        infer::rollout(tnet, teacher.data(), std::span<const std::vector<std::int32_t>>(prompts), infer::Greedy{}, rc);
+        infer::rollout(tnet, teacher_params.get(), std::span<const std::vector<std::int32_t>>(prompts), infer::Greedy{}, rc);
     std::vector<std::vector<std::int32_t>> kept;
     std::vector<index_t> prompt_len;
     for (const infer::Completion& c : answers.rows) {
@@ -95,18 +100,18 @@ inline std::vector<float> Pipeline::run_distill(const model::Config& tc, const m
     }
     const View<const std::int32_t, 2> tok = make_view(static_cast<const std::int32_t*>(tokens.data()), B, L);
     teacher_logits.resize(static_cast<std::size_t>(B * L * tc.vocab_size));
-    tnet.logits(teacher.data(), tok, make_view(teacher_logits.data(), B * L, tc.vocab_size));
+    tnet.logits(teacher_params.get(), tok, make_view(teacher_logits.data(), B * L, tc.vocab_size));
 
-    std::fill(grads.begin(), grads.end(), 0.0f);
+    student.zero_grads();
     StudentLoss::Batch<float> objective(make_view(static_cast<const float*>(teacher_logits.data()), B * L, tc.vocab_size),
                                         make_view(static_cast<const std::int32_t*>(targets.data()), B * L),
                                         rl::DistillCoefficients{.alpha = o_.distill_alpha, .temperature = 1.0});
-    snet.forward_objective(params.data(), grads.data(), tok, objective);
-    snet.backward(params.data(), grads.data());
-    const double grad_norm = train::clip_grad_norm<float>(std::span<float>(grads), 1.0);
+    snet.forward_objective(student.params(), student.grads(), tok, objective);
+    snet.backward(student.params(), student.grads());
+    const double grad_norm = student.clip_grad_norm(1.0);
     REASON_CHECK(std::isfinite(grad_norm), "r1 distill: step ", step, ": the gradient norm is ", grad_norm);
     const double lr = schedule.lr(step);
-    opt.step(snet.layout(), std::span<float>(params), std::span<const float>(grads), std::span<float>(state), lr, step + 1);
+    student.step(opt, lr, step + 1);
 
     const rl::DistillStats st = objective.stats();
     const double kept_fraction = static_cast<double>(B) / static_cast<double>(o_.sft_batch);
@@ -125,7 +130,9 @@ inline std::vector<float> Pipeline::run_distill(const model::Config& tc, const m
       window = 0;
     }
   }
-  detail::save_weights(out_ / "student.safetensors", snet, params,
+  student.to_host();
+  const std::vector<float> params(student.host_params().begin(), student.host_params().end());
+  detail::save_weights(out_ / "student.safetensors", snet, std::span<const float>(params),
                        {{"example", "r1"}, {"stage", "distill"}, {"distill.steps", std::to_string(o_.distill_steps)}});
   std::printf("distillation done in %.0f s; weights %s\n", detail::seconds_since(t0), (out_ / "student.safetensors").c_str());
   draw_chart();

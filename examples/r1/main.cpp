@@ -1,4 +1,4 @@
-// examples/r1 — the whole DeepSeek-R1 recipe at laptop scale, on the CPU.
+// examples/r1 — the whole DeepSeek-R1 recipe at laptop scale, on the CPU (or a GPU: --device cuda).
 //
 // DeepSeek-AI 2025, "DeepSeek-R1: Incentivizing Reasoning Capability in LLMs via Reinforcement
 // Learning". Four stages, each saved as safetensors and each able to start from a checkpoint:
@@ -17,6 +17,10 @@
 // examples/common/ffn_choice.hpp); the student is dense either way. An MoE build adds each SFT and
 // GRPO step's router statistics to its metrics line (examples/common/router_metrics.hpp).
 //
+// `--device cuda` runs every stage on a GPU (gpu::DenseTransformer in fp32, or bf16 with fp32
+// master weights: --precision bf16) in the dense multi_head build: training, rollouts with a device
+// KV cache, the frozen reference, evaluation and distillation; rewards are host code either way.
+//
 // Outputs in --out: metrics.jsonl (one whole line per step of every stage and per evaluation),
 // chart.svg (the curves), sft.safetensors, grpo.safetensors, student.safetensors (checkpoints;
 // their tensors under layout names are the weights), heldout.jsonl, eval_<model>.jsonl.
@@ -29,11 +33,34 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "pipeline.hpp"
 
 using namespace reason;
+
+namespace {
+
+/// --device cuda: the pipeline with the CUDA model of this build's (dense, multi_head) configuration.
+int run_on_gpu(const r1::Options& o) {
+#if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
+  static_assert(r1::HostNet::head_dim == 32 && !r1::HostNet::routed, "r1: the CUDA build is the dense multi_head model");
+  static_assert(std::is_same_v<r1::HostNet, r1::HostStudentNet>, "r1: the CUDA build's policy and student are dense");
+  (void)gpu::require_device(0);  // before any output: no GPU, no pipeline
+  using Bf16Net = gpu::DenseTransformer<32, precision::Bf16>;
+  using Fp32Net = gpu::DenseTransformer<32, precision::Fp32>;
+  if (o.precision == "bf16") return r1::Pipeline<Bf16Net, Bf16Net>(o).run();
+  return r1::Pipeline<Fp32Net, Fp32Net>(o).run();
+#else
+  (void)o;
+  fail("r1: --device cuda: this build has no CUDA backend (it needs nvcc at configure time and the dense multi_head "
+       "configuration: REASON_EXAMPLE_ATTENTION=multi_head, REASON_EXAMPLE_FFN=dense); this build is ",
+       examples::AttentionChoice::name, ", ", examples::FfnChoice::name);
+#endif
+}
+
+}  // namespace
 
 int main(int argc, char** argv) try {
   r1::Options o;
@@ -45,6 +72,12 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint,
                  "model to start --from with (a checkpoint of an earlier stage), or a checkpoint of that stage to resume");
+  app.add_option("--device", o.device, "cpu, or cuda: every stage on a GPU (dense multi_head build)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--precision", o.precision, "with --device cuda: fp32, or bf16 compute with fp32 master weights")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   app.add_option("--until", o.until, "last stage to run")->check(CLI::IsMember({"sft", "grpo", "eval", "distill"}))
       ->capture_default_str();
   // model
@@ -89,7 +122,9 @@ int main(int argc, char** argv) try {
   CLI11_PARSE(app, argc, argv);
   o.student.heads = std::max<index_t>(1, o.student.width / 32);
   o.student.kv_heads = o.student.heads % 2 == 0 ? o.student.heads / 2 : o.student.heads;
-  return r1::Pipeline(o).run();
+  if (o.device == "cuda") return run_on_gpu(o);
+  REASON_CHECK(o.precision == "fp32", "r1: --precision ", o.precision, " needs --device cuda (the host computes in fp32)");
+  return r1::Pipeline<r1::HostNet, r1::HostStudentNet>(o).run();
 } catch (const std::exception& e) {
   std::fprintf(stderr, "r1: error: %s\n", e.what());
   return 1;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/attention_choice.hpp"
+#include "common/backend.hpp"
 #include "common/ffn_choice.hpp"
 #include "common/router_metrics.hpp"
 #include "reason/core/philox.hpp"
@@ -40,7 +41,7 @@
 #include "reason/rl/grpo_checkpoint.hpp"
 #include "reason/rl/grpo_trainer.hpp"
 #include "reason/train/checkpoint.hpp"
-#include "reason/train/clip.hpp"
+#include "reason/train/train_buffers.hpp"
 #include "reason/train/progress.hpp"
 #include "reason/train/trainer.hpp"
 #include "svg_chart.hpp"
@@ -56,19 +57,20 @@ using namespace reason;
 using AttentionChoice = examples::AttentionChoice;
 using Attention = examples::Attention;
 using FfnChoice = examples::FfnChoice;
-using Net = model::Transformer<Attention,         // attention policy
-                               examples::Ffn,     // feed-forward policy
-                               norm::RMSNorm,     // norm policy
-                               linear::Dense,     // linear-layer policy
-                               precision::Fp32>;  // number types
+using HostNet = model::Transformer<Attention,         // attention policy
+                                   examples::Ffn,     // feed-forward policy
+                                   norm::RMSNorm,     // norm policy
+                                   linear::Dense,     // linear-layer policy
+                                   precision::Fp32>;  // number types
 // The distilled student is always dense: DeepSeek-R1 §2.4 distils its MoE model into dense Qwen and
-// Llama models. (With the dense FFN choice it is the same type as Net.)
-using StudentNet = model::Transformer<Attention, ffn::SwiGLU, norm::RMSNorm, linear::Dense, precision::Fp32>;
+// Llama models. (With the dense FFN choice it is the same type as HostNet.)
+using HostStudentNet = model::Transformer<Attention, ffn::SwiGLU, norm::RMSNorm, linear::Dense, precision::Fp32>;
+// `--device cuda` runs the same Pipeline with gpu::DenseTransformer<32, Fp32 | Bf16> as both
+// (the dense multi_head build; main.cpp).
 using Optimizer = optim::AdamW;
 using R1Reward = reward::Weighted<reward::Weights{0.8f, 0.2f},  // R1 §2.2.2: accuracy and format rules
                                   reward::Accuracy, reward::Format>;
 using GrpoLoss = rl::Grpo<rl::GrpoConfig{.eps_low = 0.2f, .eps_high = 0.28f}>;  // GRPO with DAPO's clip-higher
-using Policy = rl::GrpoTrainer<Net, Optimizer, GrpoLoss, infer::Temperature, R1Reward>;
 using StudentLoss = rl::Distill<rl::DistillConfig{.divergence = rl::Divergence::forward_kl}>;  // Hinton et al.
 
 struct ModelSize {
@@ -79,6 +81,8 @@ struct Options {
   std::string out = "r1_out";
   std::uint64_t seed = 1234;
   std::string from = "sft", until = "distill", checkpoint;
+  std::string device = "cpu";     // cpu, or cuda (the dense multi_head build on a GPU)
+  std::string precision = "fp32";  // with cuda: fp32, or bf16 compute with fp32 master weights
   ModelSize teacher;
   ModelSize student{.width = 96, .layers = 3, .heads = 3, .kv_heads = 3, .ffn = 256};
   index_t seq = 96;
@@ -149,8 +153,12 @@ struct Evaluated {
   rl::EvalReport report;
 };
 
+/// The four stages for a policy model Net and a dense student StudentNet (host or CUDA models).
+template <class Net, class StudentNet>
 class Pipeline {
  public:
+  using Policy = rl::GrpoTrainer<Net, Optimizer, GrpoLoss, infer::Temperature, R1Reward>;
+
   explicit Pipeline(Options o)
       : o_(std::move(o)),
         held_out_(eval_set(o_)),

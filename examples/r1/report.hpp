@@ -9,7 +9,8 @@
 
 namespace r1 {
 
-inline void Pipeline::print_table() const {
+template <class Net, class StudentNet>
+void Pipeline<Net, StudentNet>::print_table() const {
   std::string levels;
   for (int l : o_.eval_levels) levels += (levels.empty() ? "" : ",") + std::to_string(l);
   const std::string ffn = Net::routed ? std::string("; ffn ") + FfnChoice::name + " (the student: dense)" : "";
@@ -45,7 +46,8 @@ inline void Pipeline::print_table() const {
   std::printf("total time %.0f s; outputs in %s (metrics.jsonl, chart.svg, *.safetensors)\n", seconds_, out_.c_str());
 }
 
-inline void Pipeline::draw_chart() {
+template <class Net, class StudentNet>
+void Pipeline<Net, StudentNet>::draw_chart() {
   metrics_->sync();
   std::map<std::string, Series> s;  // "stage/key" -> series
   auto series = [&](const std::string& stage, const std::string& key, const std::string& name, int smooth) -> Series& {

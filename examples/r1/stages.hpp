@@ -24,7 +24,7 @@ inline std::string format_of(const io::SafetensorsFile& f) {
 }
 
 /// The parameters of `mc`'s model (a Net, or the dense StudentNet) stored under their layout names in `path`.
-template <class N = Net>
+template <class N>
 std::vector<float> load_weights(const std::filesystem::path& path, const model::Config& mc) {
   N net(mc);
   std::vector<float> params(net.num_params());
@@ -63,7 +63,8 @@ inline std::string load_text(const examples::RouterWindow& w) {
 
 }  // namespace detail
 
-inline int Pipeline::run() {
+template <class Net, class StudentNet>
+int Pipeline<Net, StudentNet>::run() {
   const auto t0 = std::chrono::steady_clock::now();
   const Stage from = stage_of(o_.from), until = stage_of(o_.until);
   REASON_CHECK(from <= until, "r1: --from ", o_.from, " comes after --until ", o_.until);
@@ -86,7 +87,7 @@ inline int Pipeline::run() {
                  "; only --from eval takes a dense model (a distilled student)");
     if (own) resume = o_.checkpoint;
     else if (dense_model) policy = detail::load_weights<StudentNet>(o_.checkpoint, mc);
-    else policy = detail::load_weights(o_.checkpoint, mc);
+    else policy = detail::load_weights<Net>(o_.checkpoint, mc);
     std::printf("starting at stage %s from %s (%s, %s)\n", o_.from.c_str(), o_.checkpoint.c_str(), kind.c_str(),
                 own ? "resuming" : "as the initial model");
   } else {
@@ -96,6 +97,10 @@ inline int Pipeline::run() {
               static_cast<long long>(mc.num_layers), static_cast<long long>(mc.hidden_size),
               static_cast<long long>(mc.num_heads), static_cast<long long>(mc.num_kv_heads),
               static_cast<long long>(mc.intermediate_size), static_cast<long long>(mc.max_seq_len), held_out_.size());
+  if constexpr (requires { Net::on_device; })
+    std::printf("device: cuda (gpu::DenseTransformer, %s)\n", Net::precision_policy::name);
+  else
+    std::printf("device: cpu (fp32)\n");
   std::printf("attention: %s (built with REASON_EXAMPLE_ATTENTION=%s: %s), head_dim %d\n",
               Net::attention_signature().c_str(), AttentionChoice::name, AttentionChoice::detail, Net::head_dim);
   std::printf("%s (built with REASON_EXAMPLE_FFN=%s)\n",
@@ -112,7 +117,7 @@ inline int Pipeline::run() {
     evals_.push_back(run_eval("sft", mc, policy));
   }
   if (runs(Stage::grpo)) {
-    if (from == Stage::grpo && !resume.empty()) policy = detail::load_weights(resume, mc);
+    if (from == Stage::grpo && !resume.empty()) policy = detail::load_weights<Net>(resume, mc);
     else if (from == Stage::grpo) evals_.push_back(run_eval("sft", mc, policy));  // the baseline of this run
     policy = run_grpo(mc, policy, resume);
     evals_.push_back(run_eval("grpo", mc, policy));
@@ -131,7 +136,8 @@ inline int Pipeline::run() {
 }
 
 // Stage 1: SFT cold start (train::Trainer on worked traces, curriculum of levels).
-inline std::vector<float> Pipeline::run_sft(const model::Config& mc, const std::string& resume) {
+template <class Net, class StudentNet>
+std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, const std::string& resume) {
   std::printf("\n== stage 1: SFT cold start, %lld steps x %lld sequences\n", static_cast<long long>(o_.sft_steps),
               static_cast<long long>(o_.sft_batch));
   Net net(mc);
@@ -145,7 +151,7 @@ inline std::vector<float> Pipeline::run_sft(const model::Config& mc, const std::
                  .warmup_steps = std::min<std::int64_t>(150, std::max<std::int64_t>(1, o_.sft_steps / 10)),
                  .total_steps = o_.sft_steps};
   tc.seed = o_.seed;
-  train::Trainer<Net, Optimizer> trainer(net, Optimizer{.config = {.weight_decay = 0.05}}, tc);
+  typename examples::TrainerOf<Net>::type trainer(net, Optimizer{.config = {.weight_decay = 0.05}}, tc);
   const data::Curriculum curriculum = sft_curriculum(o_.sft_steps);
   const train::BatchSource source = data::sft_source(
       sampler_, curriculum, {.seed = o_.seed, .batch = o_.sft_batch, .max_seq = mc.max_seq_len, .stream_base = detail::sft_streams,
@@ -186,11 +192,13 @@ inline std::vector<float> Pipeline::run_sft(const model::Config& mc, const std::
     std::printf("%s\n", router_notes_.back().c_str());
   }
   draw_chart();
+  if constexpr (requires { trainer.to_host(); }) trainer.to_host();  // a GPU run's parameters to the host
   return {trainer.params().begin(), trainer.params().end()};
 }
 
 // Stage 2: GRPO against the SFT model as the frozen reference.
-inline std::vector<float> Pipeline::run_grpo(const model::Config& mc, const std::vector<float>& init,
+template <class Net, class StudentNet>
+std::vector<float> Pipeline<Net, StudentNet>::run_grpo(const model::Config& mc, const std::vector<float>& init,
                                              const std::string& resume) {
   std::printf("\n== stage 2: GRPO, %lld steps x %lld questions x G = %lld, lr %.1e, beta %.3g\n",
               static_cast<long long>(o_.grpo_steps), static_cast<long long>(o_.prompts),
@@ -220,7 +228,7 @@ inline std::vector<float> Pipeline::run_grpo(const model::Config& mc, const std:
   }
   const data::Curriculum levels(std::max<std::int64_t>(1, o_.grpo_steps),
                                 {{"grpo", 1.0, {o_.grpo_levels[0], o_.grpo_levels[1], o_.grpo_levels[2], o_.grpo_levels[3]}}});
-  const Policy::PromptSource source = [&](std::int64_t step) {
+  const typename Policy::PromptSource source = [&](std::int64_t step) {
     Philox rng(o_.seed, detail::grpo_streams + static_cast<std::uint64_t>(step));
     std::vector<data::Problem> ps;
     for (index_t i = 0; i < o_.prompts; ++i) ps.push_back(sampler_.sample(levels.level_for(step, rng), rng));
@@ -282,12 +290,14 @@ inline std::vector<float> Pipeline::run_grpo(const model::Config& mc, const std:
     std::printf("%s\n", router_notes_.back().c_str());
   }
   draw_chart();
+  policy.to_host();  // (a GPU run's parameters to the host; nothing on the host)
   return {policy.params().begin(), policy.params().end()};
 }
 
 // Stage 3: evaluation on the held-out set (of the policy, a Net, or of the dense student).
+template <class Net, class StudentNet>
 template <class EvalNet>
-Evaluated Pipeline::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
+Evaluated Pipeline<Net, StudentNet>::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
   EvalNet net(mc);
   rl::EvalConfig ec;
   ec.max_new_tokens = mc.max_seq_len;
@@ -297,7 +307,8 @@ Evaluated Pipeline::run_eval(const std::string& name, const model::Config& mc, c
     if (k < o_.eval_samples) ec.ks.push_back(k);
   ec.temperature = o_.temperature;
   ec.seed = o_.seed;
-  Evaluated e{name, net.num_params(), rl::evaluate(net, params.data(), std::span<const data::Problem>(held_out_.problems), ec)};
+  const examples::ModelParams<EvalNet> weights(net, params);  // (a GPU model reads a device copy)
+  Evaluated e{name, net.num_params(), rl::evaluate(net, weights.get(), std::span<const data::Problem>(held_out_.problems), ec)};
   const rl::EvalReport& r = e.report;
   std::vector<io::Json> rows;
   for (std::size_t i = 0; i < r.rows.size(); ++i) {

@@ -87,7 +87,7 @@ int train_and_evaluate(const sft::Options& o) {
 
 /// --device cuda: the CUDA model of this build's (dense, multi_head) configuration.
 int train_and_evaluate_on_gpu(const sft::Options& o) {
-#if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/sft/cuda_models.cu)
+#if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
   static_assert(Net::head_dim == 32 && !Net::routed, "sft: the CUDA build of sft is the dense multi_head model");
   if (o.precision == "bf16") return train_and_evaluate<gpu::DenseTransformer<32, precision::Bf16>>(o);
   return train_and_evaluate<gpu::DenseTransformer<32, precision::Fp32>>(o);

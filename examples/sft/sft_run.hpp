@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/backend.hpp"
 #include "common/ffn_choice.hpp"
 #include "common/router_metrics.hpp"
 #include "reason/data/arithmetic.hpp"
@@ -40,10 +41,6 @@
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/progress.hpp"
 #include "reason/train/trainer.hpp"
-#if REASON_WITH_CUDA
-#include "reason/model/gpu_transformer.hpp"
-#include "reason/train/gpu_trainer.hpp"
-#endif
 
 namespace sft {
 
@@ -58,18 +55,6 @@ using NetWith = model::Transformer<Attention,                    // attention po
                                    linear::Dense,                // linear-layer policy
                                    precision::Fp32>;             // number types
 using Optimizer = optim::AdamW;
-
-/// The trainer of a model: train::Trainer on the host, gpu::Trainer for a CUDA model (Net::on_device).
-template <class Net, bool = requires { Net::on_device; }>
-struct TrainerOf {
-  using type = train::Trainer<Net, Optimizer>;
-};
-#if REASON_WITH_CUDA
-template <class Net>
-struct TrainerOf<Net, true> {
-  using type = gpu::Trainer<Net>;
-};
-#endif
 
 struct Options {
   // model
@@ -231,7 +216,7 @@ class Run {
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
-  using Trainer = typename TrainerOf<Net>::type;
+  using Trainer = typename examples::TrainerOf<Net>::type;
   [[nodiscard]] const Net& net() const { return net_; }
   [[nodiscard]] Trainer& trainer() { return trainer_; }
 

@@ -9,8 +9,16 @@
 //                        gradient with cosine similarity >= 0.99 and relative L2 error <= 0.08 (bf16
 //                        activations carry 8 significant bits; errors of a few 2^-8 per product
 //                        accumulate through the layers).
+//   forward_objective    a caller's objective on the logits (here one whose gradient depends on them,
+//                        over two chunks of rows): loss and gradients against the host model in
+//                        float64 with the tolerances above; with grads null it only evaluates.
 //   training             5 AdamW steps, GPU against the host trainer in fp32 on the same batches:
 //                        every step's loss within 1e-4 relative (fp32) or 2e-2 (bf16).
+//   GRPO                 rl::GrpoTrainer on the GPU model (its buffers on the device) against the
+//                        host model, 3 steps in fp32: the same completions (reward, length), losses
+//                        within 1e-4, parameter updates within 1e-2 relative L2 (AdamW divides by
+//                        sqrt(v), which magnifies rounding in near-zero gradients); a GPU checkpoint
+//                        loads into a host trainer bit for bit and resumes bit-identically.
 //   decoding             decode_step's logits at every position against logits() of the whole
 //                        sequence: 1e-4 (fp32) and 5e-2 of the logits' scale (bf16); greedy
 //                        generation through infer::generate_greedy runs unchanged on the GPU model.
@@ -36,10 +44,14 @@
 #include "reason/model/gpu_transformer.hpp"
 #include "reason/model/transformer.hpp"
 #include "reason/optim/adamw.hpp"
+#include "reason/rl/grpo.hpp"
+#include "reason/rl/grpo_checkpoint.hpp"
+#include "reason/rl/grpo_trainer.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/gpu_trainer.hpp"
 #include "reason/train/trainer.hpp"
 #include "cuda/cuda_test_util.hpp"
+#include "rl/tiny_policy.hpp"
 
 using namespace reason;
 
@@ -159,6 +171,76 @@ void gradients_case(bool bf16) {
   }
   std::printf("  gradients: worst max-err/max %.2e, worst cosine %.6f, worst rel L2 %.2e\n", worst_rel, worst_cos,
               worst_l2);
+}
+
+/// An objective whose gradient depends on the logits z: loss = sum a z + b z^2 / 2 over every
+/// row and token (coefficients per row of the whole [B T, V] matrix, so chunk offsets matter).
+template <class T>
+struct QuadraticObjective {
+  const std::vector<double>* a;
+  const std::vector<double>* b;
+  index_t vocab;
+  double operator()(index_t first_row, View<T, 2> z) const {
+    double loss = 0;
+    for (index_t r = 0; r < z.shape[0]; ++r)
+      for (index_t v = 0; v < vocab; ++v) {
+        const auto i = static_cast<std::size_t>((first_row + r) * vocab + v);
+        const double x = static_cast<double>(z.row(r)[v]);
+        loss += (*a)[i] * x + 0.5 * (*b)[i] * x * x;
+        z.row(r)[v] = static_cast<T>((*a)[i] + (*b)[i] * x);
+      }
+    return loss;
+  }
+};
+
+/// forward_objective + backward on both backends (320 rows: two chunks of loss_chunk_rows).
+template <class P>
+void objective_case(bool bf16) {
+  const model::Config c = small_config();
+  const Batch b = make_batch(8, 40, c.vocab_size, bf16 ? 21 : 17);
+  const auto rows = static_cast<std::size_t>(b.b * b.t * c.vocab_size);
+  std::vector<double> ca(rows), cb(rows);
+  Philox rng(5, 9);
+  for (std::size_t i = 0; i < rows; ++i) {
+    ca[i] = 1e-3 * rng.normal();
+    cb[i] = 1e-3 * (1.0 + rng.normal());
+  }
+  HostNet<precision::Fp64> host(c);
+  std::vector<float> pf(host.num_params());
+  host.layout().initialize(std::span<float>(pf), 4321);
+  for (float& x : pf) x *= 3.0f;
+  std::vector<double> pd(pf.begin(), pf.end()), gd(pf.size(), 0.0);
+  host.reserve(b.b, b.t);
+  const auto tokens = make_view(b.tokens.data(), b.b, b.t);
+  const double hl = host.forward_objective(pd.data(), gd.data(), tokens, QuadraticObjective<double>{&ca, &cb, c.vocab_size});
+  host.backward(pd.data(), gd.data());
+
+  GpuNet<P> net(c);
+  net.reserve(b.b, b.t);
+  DeviceFloats params(pf), grads(std::vector<float>(pf.size(), 0.0f));
+  const QuadraticObjective<float> objective{&ca, &cb, c.vocab_size};
+  const double eval_only = net.forward_objective(params.buf.data(), nullptr, tokens, objective);
+  check(test::error_mismatch([&] { net.backward(params.buf.data(), grads.buf.data()); }, "no forward()").empty(),
+        "forward_objective without grads leaves nothing to go back through");
+  const double gl = net.forward_objective(params.buf.data(), grads.buf.data(), tokens, objective);
+  net.backward(params.buf.data(), grads.buf.data());
+  const std::vector<float> g = grads.get(net.stream());
+  const double rel = std::fabs(gl - hl) / std::fabs(hl);
+  std::printf("%s forward_objective: loss %.9g (host %.9g), relative error %.2e\n", bf16 ? "bf16" : "fp32", gl, hl, rel);
+  check(gl == eval_only, "the objective's loss does not depend on whether gradients are taken");
+  check(rel <= (bf16 ? 2e-2 : 2e-5), "objective loss within tolerance");
+  double worst_rel = 0, worst_cos = 1, worst_l2 = 0;
+  for (const TensorError& e : tensor_errors(net.layout(), g, gd)) {
+    worst_rel = std::max(worst_rel, e.rel_max);
+    worst_cos = std::min(worst_cos, e.cosine);
+    worst_l2 = std::max(worst_l2, e.rel_l2);
+    const bool ok = bf16 ? (e.cosine >= 0.99 && e.rel_l2 <= 0.08) : e.rel_max <= 2e-4;
+    if (!ok)
+      std::printf("  %s: max err / max %.2e, cosine %.6f, rel L2 %.2e\n", e.name.c_str(), e.rel_max, e.cosine, e.rel_l2);
+    check(ok, "objective gradient of " + e.name);
+  }
+  std::printf("  objective gradients: worst max-err/max %.2e, worst cosine %.6f, worst rel L2 %.2e\n", worst_rel,
+              worst_cos, worst_l2);
 }
 
 /// A BatchSource of fixed random batches, a pure function of (step, micro).
@@ -284,6 +366,80 @@ void checkpoint_case() {
   std::filesystem::remove_all(dir);
 }
 
+/// rl::GrpoTrainer on the host model and on the GPU model (fp32) from the same parameters.
+void grpo_case() {
+  const model::Config c{.vocab_size = data::Tokenizer::vocab_size, .hidden_size = 64, .num_layers = 2, .num_heads = 2,
+                        .num_kv_heads = 1, .intermediate_size = 96, .max_seq_len = 24, .init_std = 0.2};
+  rl::GrpoTrainerConfig cfg;
+  cfg.prompts_per_step = 4;
+  cfg.group_size = 4;
+  cfg.max_new_tokens = 4;
+  cfg.beta = 0.04;
+  cfg.mu = 2;
+  cfg.micro_batch = 6;  // three micro-batches of a step's 16 rows
+  cfg.schedule = {.peak_lr = 1e-2, .min_lr = 1e-2, .warmup_steps = 0, .total_steps = 100};
+  cfg.seed = 21;
+  using Loss = rl::Grpo<rl::GrpoConfig{}>;
+  using HostGrpo = rl::GrpoTrainer<HostNet<precision::Fp32>, optim::AdamW, Loss, infer::Temperature, test::ContainsTarget>;
+  using Net = GpuNet<precision::Fp32>;
+  using GpuGrpo = rl::GrpoTrainer<Net, optim::AdamW, Loss, infer::Temperature, test::ContainsTarget>;
+  HostNet<precision::Fp32> host(c);
+  std::vector<float> init(host.num_params());
+  host.layout().initialize(std::span<float>(init), 8);
+  const optim::AdamW opt{.config = {.weight_decay = 0.0}};
+  HostGrpo ht(host, std::span<const float>(init), opt, infer::Temperature{1.0f}, test::ContainsTarget{}, cfg);
+  Net net(c);
+  GpuGrpo gt(net, std::span<const float>(init), opt, infer::Temperature{1.0f}, test::ContainsTarget{}, cfg);
+  auto source = [&](std::int64_t s) { return test::target_prompts(static_cast<std::uint64_t>(s), cfg.prompts_per_step); };
+  double worst_loss = 0;
+  for (int s = 0; s < 3; ++s) {
+    const rl::GrpoStepStats hs = ht.run_step(source), gs = gt.run_step(source);
+    const double dl = std::fabs(gs.loss - hs.loss) / std::max(1.0, std::fabs(hs.loss));
+    worst_loss = std::max(worst_loss, dl);
+    std::printf("  grpo step %d: reward host %.4f gpu %.4f, length %.3f / %.3f, loss %.7f / %.7f, kl %.3e / %.3e, "
+                "rollout gap %.1e\n", s, hs.reward_mean, gs.reward_mean, hs.completion_length, gs.completion_length,
+                hs.loss, gs.loss, hs.kl, gs.kl, gs.rollout_logp_gap);
+    check(gs.reward_mean == hs.reward_mean && gs.completion_length == hs.completion_length,
+          "GRPO on the GPU samples the host's completions");
+    check(gs.rollout_logp_gap <= 1e-4, "GPU decode and training forward give the same log-probabilities");
+  }
+  check(worst_loss <= 1e-4, "GRPO losses within 1e-4");
+  gt.to_host();
+  double diff2 = 0, step2 = 0;
+  for (std::size_t i = 0; i < init.size(); ++i) {
+    const double dh = static_cast<double>(ht.params()[i]) - init[i], dg = static_cast<double>(gt.params()[i]) - init[i];
+    diff2 += (dg - dh) * (dg - dh);
+    step2 += dh * dh;
+  }
+  const double rel = std::sqrt(diff2 / step2);
+  std::printf("fp32 GRPO: worst loss difference %.2e, parameter updates relative L2 %.2e\n", worst_loss, rel);
+  check(step2 > 0 && rel <= 1e-2, "GRPO parameter updates within 1e-2 relative L2");
+
+  // A GPU checkpoint loads into the host trainer bit for bit and resumes bit-identically on the GPU.
+  const auto dir = std::filesystem::temp_directory_path() / "reason_cuda_grpo_test";
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "grpo.safetensors";
+  rl::save_checkpoint(path, gt);
+  HostNet<precision::Fp32> host2(c);
+  HostGrpo loaded(host2, std::span<const float>(init), opt, infer::Temperature{1.0f}, test::ContainsTarget{}, cfg);
+  (void)rl::load_checkpoint(path, loaded);
+  check(std::equal(gt.params().begin(), gt.params().end(), loaded.params().begin()) &&
+            std::equal(gt.reference_params().begin(), gt.reference_params().end(), loaded.reference_params().begin()) &&
+            std::equal(gt.optimizer_state().begin(), gt.optimizer_state().end(), loaded.optimizer_state().begin()) &&
+            loaded.step() == 3,
+        "a GPU GRPO checkpoint loads into the host trainer bit for bit");
+  Net net2(c);
+  GpuGrpo resumed(net2, std::span<const float>(init), opt, infer::Temperature{1.0f}, test::ContainsTarget{}, cfg);
+  (void)rl::load_checkpoint(path, resumed);
+  (void)gt.run_step(source);
+  (void)resumed.run_step(source);
+  gt.to_host();
+  resumed.to_host();
+  check(std::equal(gt.params().begin(), gt.params().end(), resumed.params().begin()),
+        "a resumed GPU GRPO run equals the uninterrupted one bit for bit");
+  std::filesystem::remove_all(dir);
+}
+
 void error_case() {
   const model::Config c = small_config();
   GpuNet<precision::Fp32> net(c);
@@ -315,6 +471,9 @@ int main() {
     }
     gradients_case<precision::Fp32>(false);
     gradients_case<precision::Bf16>(true);
+    objective_case<precision::Fp32>(false);
+    objective_case<precision::Bf16>(true);
+    grpo_case();
     training_case<precision::Fp32>(false);
     training_case<precision::Bf16>(true);
     decode_case<precision::Fp32>(false);

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The R1 example end to end on a tiny model (every stage, its checkpoints, metrics and chart),
 # then each later stage started again from the checkpoint an earlier stage wrote.
-# usage: r1_smoke.sh <r1 binary> <work dir>
+# usage: r1_smoke.sh <r1 binary> <work dir> [flags for every run, e.g. --device cuda]
 set -euo pipefail
 r1=$1
 work=$2
+shift 2
 rm -rf "$work" && mkdir -p "$work"
 tiny=(--width 64 --heads 2 --kv-heads 1 --ffn 128 --layers 2 --sft-steps 30 --sft-batch 8 --grpo-steps 4 --prompts 4
       -G 4 --eval-per-level 6 --eval-samples 4 --student-width 32 --student-layers 1 --student-ffn 64
-      --distill-steps 6 --log-every 2)
+      --distill-steps 6 --log-every 2 "$@")
 fail() { echo "r1_smoke: $*"; exit 1; }
 
 "$r1" "${tiny[@]}" --out "$work/all" > "$work/all.log" || { cat "$work/all.log"; fail "the full pipeline failed"; }

@@ -87,6 +87,7 @@ struct DenseTransformer<HeadDim, Precision>::Impl {
     View<A, 2> final_h;
     View<float, 1> final_rstd;
     View<A, 2> dfinal, loss_scratch, dres, dh, dtmp, dqkv, dctx, dgate_up, dact;
+    View<float, 2> logits32;  // [loss_chunk_rows, V] fp32 logits (fp32: the loss scratch itself)
   };
 
   explicit Impl(const model::Config& c) : rope(c.max_seq_len, HeadDim, c.rope_theta) {}
@@ -107,6 +108,8 @@ struct DenseTransformer<HeadDim, Precision>::Impl {
   DeviceBuffer<A> weights;                 // the bf16 compute copy (Bf16 only)
   DeviceBuffer<std::byte> memory;          // activations
   DeviceBuffer<std::int32_t> ids;          // [3, cap]: tokens, targets, positions
+  std::vector<float> host_logits;          // forward_objective's chunk on the host
+  const A* objective_weights = nullptr;    // the compute weights of forward_objective's trunk
   index_t cap_batch = 0, cap_seq = 0;
   Acts acts;
   index_t batch = 0, seq = 0;  // of the last forward
@@ -267,6 +270,10 @@ auto DenseTransformer<HeadDim, Precision>::Impl::carve(Arena& a, const model::Co
   s.final_rstd = a.view<float>("final_rstd", n);
   s.dfinal = a.view<A>("dfinal", n, C);
   s.loss_scratch = a.view<A>("loss_scratch", std::min(n, loss_chunk_rows), c.vocab_size);
+  if constexpr (std::is_same_v<A, float>)
+    s.logits32 = s.loss_scratch;
+  else
+    s.logits32 = a.view<float>("logits32", std::min(n, loss_chunk_rows), c.vocab_size);
   s.dres = a.view<A>("dres", n, C);
   s.dh = a.view<A>("dh", n, C);
   s.dtmp = a.view<A>("dtmp", n, C);
@@ -375,17 +382,63 @@ void DenseTransformer<HeadDim, Precision>::logits(const T* params, View<const st
   expect_shape(out, "gpu::DenseTransformer::logits: out", {n, V});
   REASON_CHECK(out.is_contiguous(), "gpu::DenseTransformer::logits: out must be contiguous host memory [B T, V]");
   const A* w = m.run_trunk(config_, dense_, params, tokens, nullptr);
-  // fp32 logits in chunks of loss_chunk_rows rows through a device buffer, then to the host.
-  const index_t R = std::min(n, loss_chunk_rows);
-  DeviceBuffer<float> chunk(static_cast<std::size_t>(R * V), "logits chunk");
+  // fp32 logits in chunks of loss_chunk_rows rows through the device chunk, then to the host.
+  const index_t R = m.acts.logits32.shape[0];
   for (index_t r0 = 0; r0 < n; r0 += R) {
     const index_t rows = std::min(R, n - r0);
-    m.gemm.template run<A, float>(Trans::N, Trans::T, rows, V, C, 1.0f, m.acts.final_h.data + r0 * C, C, w + dense_.lm_head, C,
-                         0.0f, chunk.data(), V, m.compute, Epilogue::none, nullptr, m.stream.get());
-    REASON_CUDA_CHECK(cudaMemcpyAsync(out.data + r0 * V, chunk.data(), sizeof(float) * rows * V, cudaMemcpyDeviceToHost,
-                                      m.stream.get()));
+    m.gemm.template run<A, float>(Trans::N, Trans::T, rows, V, C, 1.0f, m.acts.final_h.data + r0 * C, C,
+                                  w + dense_.lm_head, C, 0.0f, m.acts.logits32.data, V, m.compute, Epilogue::none,
+                                  nullptr, m.stream.get());
+    REASON_CUDA_CHECK(cudaMemcpyAsync(out.data + r0 * V, m.acts.logits32.data, sizeof(float) * rows * V,
+                                      cudaMemcpyDeviceToHost, m.stream.get()));
   }
   m.stream.synchronize();
+}
+
+template <int HeadDim, class Precision>
+index_t DenseTransformer<HeadDim, Precision>::objective_begin(const T* params, View<const std::int32_t, 2> tokens) {
+  Impl& m = *impl_;
+  m.objective_weights = m.run_trunk(config_, dense_, params, tokens, nullptr);
+  const index_t n = tokens.shape[0] * tokens.shape[1];
+  m.host_logits.resize(static_cast<std::size_t>(m.acts.logits32.shape[0] * config_.vocab_size));
+  return n;
+}
+
+template <int HeadDim, class Precision>
+auto DenseTransformer<HeadDim, Precision>::objective_logits(index_t first_row, index_t rows) -> View<T, 2> {
+  using A = typename Impl::A;
+  Impl& m = *impl_;
+  const index_t C = config_.hidden_size, V = config_.vocab_size;
+  const View<float, 2> dev = m.acts.logits32.slice(0, 0, rows);
+  m.gemm.template run<A, float>(Trans::N, Trans::T, rows, V, C, 1.0f, m.acts.final_h.data + first_row * C, C,
+                                m.objective_weights + dense_.lm_head, C, 0.0f, dev.data, V, m.compute, Epilogue::none,
+                                nullptr, m.stream.get());
+  REASON_CUDA_CHECK(cudaMemcpyAsync(m.host_logits.data(), dev.data, sizeof(float) * rows * V, cudaMemcpyDeviceToHost,
+                                    m.stream.get()));
+  m.stream.synchronize();
+  return View<T, 2>(m.host_logits.data(), {rows, V}, {V, 1});
+}
+
+template <int HeadDim, class Precision>
+void DenseTransformer<HeadDim, Precision>::objective_backward(T* grads, index_t first_row, View<const T, 2> dlogits) {
+  using A = typename Impl::A;
+  Impl& m = *impl_;
+  const index_t rows = dlogits.shape[0], C = config_.hidden_size, V = config_.vocab_size;
+  const cudaStream_t s = m.stream.get();
+  // (an asynchronous copy from pageable memory is staged before the call returns: the chunk may be reused)
+  REASON_CUDA_CHECK(cudaMemcpyAsync(m.acts.logits32.data, dlogits.data, sizeof(float) * rows * V,
+                                    cudaMemcpyHostToDevice, s));
+  View<A, 2> dy = m.acts.loss_scratch.slice(0, 0, rows);
+  if constexpr (!std::is_same_v<A, float>) to_bf16(m.acts.logits32.data, dy.data, static_cast<std::size_t>(rows * V), s);
+  // d(final_h) rows = dlogits W_lm (overwritten), dW_lm += dlogits^T final_h rows.
+  detail::linear_backward<A>(m.gemm, m.compute, m.objective_weights + dense_.lm_head, grads + dense_.lm_head, V, C,
+                             View<const A, 2>(m.acts.final_h.slice(0, first_row, first_row + rows)), View<const A, 2>(dy),
+                             m.acts.dfinal.slice(0, first_row, first_row + rows), s);
+}
+
+template <int HeadDim, class Precision>
+void DenseTransformer<HeadDim, Precision>::objective_end(bool with_grads) {
+  impl_->pending_backward = with_grads;
 }
 
 template <int HeadDim, class Precision>

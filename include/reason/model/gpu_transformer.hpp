@@ -9,9 +9,9 @@
 // functions and the same contracts, on device memory:
 //   * params and grads are device pointers (fp32, laid out by layout()); gradients accumulate (+=);
 //   * tokens, targets and logits are host views (small next to the work; the model copies them);
-//   * forward() / backward() / loss() / logits() / make_decode_state() / decode_step() as on the host,
-//     so train::Trainer's loop, infer::generate_greedy and the checkpoint code work unchanged
-//     (gpu::Trainer holds the buffers on the device).
+//   * forward() / forward_objective() / backward() / loss() / logits() / make_decode_state() /
+//     decode_step() as on the host, so the training loops (gpu::Trainer, rl::GrpoTrainer over
+//     train_buffers<Opt>), infer::rollout, rl::evaluate and the checkpoint code work unchanged.
 // Precision: Fp32 computes in fp32 (cuBLASLt fp32 GEMMs; set_tf32(true) allows tf32 tensor cores).
 // Bf16 keeps fp32 master weights and fp32 gradients; each forward casts the weights to bf16 (a
 // copy made per forward, and per decode state at position 0, so the compute weights can never
@@ -33,6 +33,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -47,6 +48,7 @@
 #include "reason/model/loss_result.hpp"
 #include "reason/model/metadata.hpp"
 #include "reason/precision/precision.hpp"
+#include "reason/train/gpu_train_buffers.hpp"
 
 namespace reason::gpu {
 
@@ -64,7 +66,10 @@ class DenseTransformer {
   static constexpr int head_dim = HeadDim;
   static constexpr bool routed = false;
   static constexpr bool on_device = true;
-  static constexpr index_t loss_chunk_rows = 256;  // rows of logits alive at once in the fused loss
+  static constexpr index_t loss_chunk_rows = 256;  // rows of logits alive at once in the fused loss and objectives
+  /// The flat buffers a training loop keeps for this model: on the device (train/train_buffers.hpp).
+  template <class Opt>
+  using train_buffers = TrainBuffers<Opt>;
 
   /// Builds the model on the current CUDA device (gpu::require_device checks it first).
   explicit DenseTransformer(const model::Config& config);
@@ -106,6 +111,26 @@ class DenseTransformer {
   /// d(loss)/d(lm_head) already accumulated into grads. Call backward() next.
   model::LossResult forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
                             View<const std::int32_t, 2> targets, T grad_scale);
+  /// Forward with a caller-defined objective on the logits (model::Transformer::forward_objective's
+  /// contract): `objective(first_row, logits)` sees host logits [R, V] of rows [first_row,
+  /// first_row + R) of the [B T, V] matrix, overwrites them with d(its loss)/d(logits) and returns
+  /// the loss it added. With grads, d(lm_head) accumulates and backward() may follow; with grads
+  /// null it only evaluates. The objectives are host code (rl::Grpo, rl::Distill,
+  /// rl::TokenLogProbs), so each chunk of loss_chunk_rows rows crosses to the host and its gradient
+  /// comes back: 4 V bytes per row each way and one synchronisation per chunk. That is small next
+  /// to the forward at the examples' vocabulary; a large one wants the objective as a kernel.
+  template <class Objective>
+  double forward_objective(const T* params, T* grads, View<const std::int32_t, 2> tokens, Objective&& objective) {
+    const index_t n = objective_begin(params, tokens);
+    double loss = 0;
+    for (index_t r0 = 0; r0 < n; r0 += loss_chunk_rows) {
+      const View<T, 2> chunk = objective_logits(r0, std::min(loss_chunk_rows, n - r0));
+      loss += objective(r0, chunk);
+      if (grads != nullptr) objective_backward(grads, r0, chunk);
+    }
+    objective_end(grads != nullptr);
+    return loss;
+  }
   /// Backward through the blocks from the last forward(); parameter gradients accumulate.
   void backward(const T* params, T* grads);
 
@@ -138,6 +163,13 @@ class DenseTransformer {
   struct Impl;  // defined in gpu_transformer.cuh (public only because nvcc's generated host code names it)
 
  private:
+  // forward_objective's steps: the trunk (returns B T); chunk rows' logits on the host; their
+  // gradient (the chunk, overwritten by the objective) back through the LM head; the end.
+  index_t objective_begin(const T* params, View<const std::int32_t, 2> tokens);
+  View<T, 2> objective_logits(index_t first_row, index_t rows);
+  void objective_backward(T* grads, index_t first_row, View<const T, 2> dlogits);
+  void objective_end(bool with_grads);
+
   model::Config config_;
   model::DenseLayout dense_;
   std::unique_ptr<Impl> impl_;

@@ -117,6 +117,7 @@ void save_checkpoint(const std::filesystem::path& path, const GrpoTrainer<Net, O
   meta["grpo.updates"] = std::to_string(trainer.updates());
   train::detail::put_extra(meta, extra);
 
+  trainer.to_host();  // a CUDA model's buffers to their host mirrors (nothing on the host)
   std::vector<io::SafetensorsEntry> entries;
   const std::size_t n = layout.size();
   train::detail::add_entries<T>(entries, "", layout, trainer.params());
@@ -165,6 +166,7 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path,
     td::add_reads<T>(reads, std::string("optim.") + Opt::slot_names[s] + ".", layout,
                      trainer.optimizer_state().subspan(s * n, n));
   td::read_checked(file, reads);
+  trainer.from_host();  // and back to a CUDA model's device buffers
   trainer.set_position(step, updates);
   return meta;
 }

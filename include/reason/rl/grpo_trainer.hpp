@@ -22,8 +22,9 @@
 // Each slot is checked by one static_assert that names it. GrpoTrainerConfig holds the run-time
 // numbers (prompts per step, G, beta, mu, schedule, ...). Like train::Trainer, the trainer owns
 // flat buffers — parameters, gradients, optimizer state, and a frozen copy of the reference
-// parameters — plus its position (step, optimizer updates), and prompts come from a function of
-// the step, so the position is the data state. Randomness is counter-based: step s samples row r
+// parameters (train::train_buffers_t<Net, T, Opt>: on the host, or on the GPU for a CUDA model,
+// so the same loop trains gpu::DenseTransformer) — plus its position (step, optimizer updates),
+// and prompts come from a function of the step, so the position is the data state. Randomness is counter-based: step s samples row r
 // from Philox(key = rollout_seed(seed, s), stream = r), so a run is a function of its seed.
 //
 // Gradient accumulation: each optimisation pass runs the kept rows in micro-batches of
@@ -36,7 +37,8 @@
 // Saving and restoring a run is rl/grpo_checkpoint.hpp (rl::save_checkpoint, rl::load_checkpoint),
 // kept apart because it needs io/safetensors.hpp, which belongs to the reason::io component
 // (nlohmann-json). Every bit of the state is exposed for it (params(), reference_params(),
-// optimizer_state(), step(), updates(), set_position(); the numbers in config() and optimizer()),
+// optimizer_state(), step(), updates(), set_position(); the numbers in config() and optimizer();
+// for a CUDA model those spans are host mirrors, filled by to_host() and uploaded by from_host()),
 // and a resume from it is bit-identical to never stopping.
 #pragma once
 
@@ -75,6 +77,7 @@
 #include "reason/rl/token_logp.hpp"
 #include "reason/train/clip.hpp"
 #include "reason/train/schedule.hpp"
+#include "reason/train/train_buffers.hpp"
 
 namespace reason::rl {
 
@@ -220,24 +223,23 @@ class GrpoTrainer {
 
  public:
   using T = typename detail::ParamType<Net>::type;  // Net::T (float when slot 1 is wrong, so one error shows)
+  /// Parameters, gradients, optimizer state and reference: on the host, or the CUDA model's device buffers.
+  using Buffers = train::train_buffers_t<Net, T, Opt>;
   /// The questions of step s (prompts_per_step of them); a pure function of s, like train::BatchSource.
   using PromptSource = std::function<std::vector<data::Problem>(std::int64_t step)>;
 
   /// Starts from `initial_params` (e.g. an SFT checkpoint's), which also become the reference.
   GrpoTrainer(Net& net, std::span<const T> initial_params, Opt optimizer, Sampler sampler, Reward reward,
               GrpoTrainerConfig config)
-      : net_(net), opt_(std::move(optimizer)), sampler_(std::move(sampler)), reward_(std::move(reward)), cfg_(config) {
-    cfg_.validate();
-    const std::size_t n = net_.num_params();
-    REASON_CHECK(initial_params.size() == n, "GrpoTrainer: ", initial_params.size(), " initial parameters for a model of ",
-                 n);
+      : net_(net),
+        opt_(std::move(optimizer)),
+        sampler_(std::move(sampler)),
+        reward_(std::move(reward)),
+        cfg_((config.validate(), config)),
+        buf_(make_buffers(net, initial_params)) {
     REASON_CHECK(net_.config().vocab_size == data::Tokenizer::vocab_size, "GrpoTrainer: the model's vocabulary has ",
                  net_.config().vocab_size, " tokens but prompts and completions use data::Tokenizer's ",
                  data::Tokenizer::vocab_size);
-    params_.assign(initial_params.begin(), initial_params.end());
-    reference_ = params_;
-    grads_.assign(n, T(0));
-    state_.assign(n * static_cast<std::size_t>(Opt::state_slots), T(0));
   }
 
   [[nodiscard]] const GrpoTrainerConfig& config() const { return cfg_; }
@@ -245,12 +247,17 @@ class GrpoTrainer {
   [[nodiscard]] const Opt& optimizer() const { return opt_; }
   [[nodiscard]] const Sampler& sampler() const { return sampler_; }
   [[nodiscard]] const Reward& reward() const { return reward_; }
-  [[nodiscard]] std::span<T> params() { return params_; }
-  [[nodiscard]] std::span<const T> params() const { return params_; }
-  [[nodiscard]] std::span<T> reference_params() { return reference_; }
-  [[nodiscard]] std::span<const T> reference_params() const { return reference_; }
-  [[nodiscard]] std::span<T> optimizer_state() { return state_; }
-  [[nodiscard]] std::span<const T> optimizer_state() const { return state_; }
+  /// The buffers as host spans (for a CUDA model: mirrors, valid after to_host(), uploaded by from_host()).
+  [[nodiscard]] std::span<T> params() { return buf_.host_params(); }
+  [[nodiscard]] std::span<const T> params() const { return buf_.host_params(); }
+  [[nodiscard]] std::span<T> reference_params() { return buf_.host_reference(); }
+  [[nodiscard]] std::span<const T> reference_params() const { return buf_.host_reference(); }
+  [[nodiscard]] std::span<T> optimizer_state() { return buf_.host_state(); }
+  [[nodiscard]] std::span<const T> optimizer_state() const { return buf_.host_state(); }
+  void to_host() const { buf_.to_host(); }
+  void from_host() { buf_.from_host(); }
+  /// The parameters the model reads (device memory for a CUDA model).
+  [[nodiscard]] const T* model_params() const { return buf_.params(); }
   /// The next step to run (0-based) and the optimizer updates made so far (AdamW's t).
   [[nodiscard]] std::int64_t step() const { return step_; }
   [[nodiscard]] std::int64_t updates() const { return updates_; }
@@ -262,7 +269,7 @@ class GrpoTrainer {
     updates_ = updates;
   }
   /// pi_ref <- pi_theta (DeepSeekMath Algorithm 1, line 2: the start of an outer iteration).
-  void reset_reference() { reference_ = params_; }
+  void reset_reference() { buf_.reset_reference(); }
 
   /// Runs step step() on the questions source(step()) and returns what it did.
   GrpoStepStats run_step(const PromptSource& source) {
@@ -286,7 +293,7 @@ class GrpoTrainer {
     rc.seed = rollout_seed(cfg_.seed, step_);
     rc.max_batch = cfg_.rollout_batch;
     const infer::Rollouts ro =
-        infer::rollout(net_, params_.data(), std::span<const std::vector<std::int32_t>>(prompts), sampler_, rc);
+        infer::rollout(net_, buf_.params(), std::span<const std::vector<std::int32_t>>(prompts), sampler_, rc);
     const index_t rows = ro.size();
     s.rows = rows;
     const auto t_rollout = Clock::now();
@@ -344,8 +351,8 @@ class GrpoTrainer {
       logp_ref_.assign(cfg_.beta != 0 ? static_cast<std::size_t>(R * L) : 0, T(0));
       for (index_t r0 = 0; r0 < R; r0 += mb) {
         const index_t n = std::min(mb, R - r0);
-        record_logps(params_.data(), r0, n, logp_old_);
-        if (cfg_.beta != 0) record_logps(reference_.data(), r0, n, logp_ref_);
+        record_logps(buf_.params(), r0, n, logp_old_);
+        if (cfg_.beta != 0) record_logps(buf_.reference(), r0, n, logp_ref_);
       }
       s.rollout_logp_gap = rollout_gap(prompts, ro, keep);
       const auto t_logp = Clock::now();
@@ -356,7 +363,7 @@ class GrpoTrainer {
                             static_cast<double>(cfg_.max_new_tokens)};
       const GrpoCoefficients coef{cfg_.beta, norm};
       for (int pass = 0; pass < cfg_.mu; ++pass) {
-        std::fill(grads_.begin(), grads_.end(), T(0));
+        buf_.zero_grads();
         GrpoPassStats p;
         double ratio = 0, clipped = 0, kl = 0, entropy = 0;
         for (index_t r0 = 0; r0 < R; r0 += mb) {
@@ -367,12 +374,12 @@ class GrpoTrainer {
                                       std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
                                                                               static_cast<std::size_t>(n))};
           typename Loss::template Batch<T> objective(batch, coef);
-          if constexpr (requires { net_.balance_experts(params_.data()); })  // an MoE model's aux loss: this
-            net_.forward_objective(params_.data(), grads_.data(), batch.tokens, objective,  // micro-batch's share
-                                   static_cast<double>(n) / static_cast<double>(R));       // of the update's rows
+          if constexpr (requires { net_.balance_experts(buf_.params()); })  // an MoE model's aux loss: this
+            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, objective,  // micro-batch's share
+                                   static_cast<double>(n) / static_cast<double>(R));     // of the update's rows
           else
-            net_.forward_objective(params_.data(), grads_.data(), batch.tokens, objective);
-          net_.backward(params_.data(), grads_.data());
+            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, objective);
+          net_.backward(buf_.params(), buf_.grads());
           const PolicyStats ps = objective.stats();
           const auto k = static_cast<double>(ps.tokens);
           p.loss += ps.loss;
@@ -389,10 +396,9 @@ class GrpoTrainer {
           p.kl = kl / k;
           p.entropy = entropy / k;
         }
-        p.grad_norm = train::clip_grad_norm<T>(std::span<T>(grads_), cfg_.max_grad_norm);
-        opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr,
-                  ++updates_);
-        if constexpr (requires { net_.balance_experts(params_.data()); }) net_.balance_experts(params_.data());
+        p.grad_norm = buf_.clip_grad_norm(cfg_.max_grad_norm);
+        buf_.step(opt_, s.lr, ++updates_);
+        if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
         s.passes.push_back(p);
       }
       s.updated = true;
@@ -416,6 +422,12 @@ class GrpoTrainer {
   }
 
  private:
+  static Buffers make_buffers(const Net& net, std::span<const T> initial) {
+    REASON_CHECK(initial.size() == net.num_params(), "GrpoTrainer: ", initial.size(),
+                 " initial parameters for a model of ", net.num_params());
+    return train::make_train_buffers<Buffers>(net, initial, /*with_reference=*/true);
+  }
+
   template <class E>
   View<const E, 2> rows_view(const E* data, index_t r0, index_t n) const {
     return make_view(data + r0 * seq_, n, seq_);
@@ -503,7 +515,7 @@ class GrpoTrainer {
   Sampler sampler_;
   Reward reward_;
   GrpoTrainerConfig cfg_;
-  std::vector<T> params_, reference_, grads_, state_;
+  Buffers buf_;
   std::int64_t step_ = 0, updates_ = 0;
   index_t reserved_batch_ = 0, reserved_seq_ = 0;
   // The current step's batch: [R, seq_] tokens, mask, logp_old, logp_ref; [R] advantages.

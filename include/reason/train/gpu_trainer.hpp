@@ -4,9 +4,10 @@
 // 1 / the step's target tokens, global-norm clipping, the schedule's learning rate, then the
 // optimizer; the position in the run as a handful of integers) for a model whose parameters live
 // on the device (gpu::DenseTransformer). The parameters, gradients and the two AdamW moments are
-// fp32 device buffers; clipping is gpu::GradNorm (one pass over the gradients, CUB-style tree in
-// double) and the update gpu::adamw_step with the host's double arithmetic, so given the same
-// gradients a GPU step moves the parameters exactly as the host optimizer would.
+// gpu::TrainBuffers (train/gpu_train_buffers.hpp): clipping is gpu::GradNorm (one pass over the
+// gradients, squares summed in double) and the update gpu::adamw_update with the host's double
+// arithmetic, so given the same gradients a GPU step moves the parameters exactly as the host
+// optimizer would.
 // Initialisation is the host's: layout().initialize on the host, then one upload, so a GPU run
 // starts from the very parameters a CPU run with the same seed starts from.
 //
@@ -21,13 +22,13 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
 
 #include "reason/core/error.hpp"
 #include "reason/optim/adamw.hpp"
+#include "reason/train/gpu_train_buffers.hpp"
 #include "reason/train/token_batch.hpp"
 #include "reason/train/trainer.hpp"
 
@@ -43,7 +44,6 @@ class Trainer {
   using Opt = optim::AdamW;
 
   Trainer(Net& net, Opt optimizer, train::TrainConfig config);
-  ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
@@ -52,19 +52,19 @@ class Trainer {
   [[nodiscard]] const Opt& optimizer() const { return opt_; }
 
   /// Device memory: what the model reads and writes.
-  [[nodiscard]] const float* device_params() const;
-  [[nodiscard]] float* device_params();
-  [[nodiscard]] float* device_grads();
+  [[nodiscard]] const float* device_params() const { return buffers_.params(); }
+  [[nodiscard]] float* device_params() { return buffers_.params(); }
+  [[nodiscard]] float* device_grads() { return buffers_.grads(); }
 
   /// Host mirrors for checkpoints (valid after to_host(); from_host() uploads them).
-  [[nodiscard]] std::span<T> params() { return host_params_; }
-  [[nodiscard]] std::span<const T> params() const { return host_params_; }
-  [[nodiscard]] std::span<T> grads() { return host_grads_; }
-  [[nodiscard]] std::span<const T> grads() const { return host_grads_; }
-  [[nodiscard]] std::span<T> optimizer_state() { return host_state_; }
-  [[nodiscard]] std::span<const T> optimizer_state() const { return host_state_; }
-  void to_host() const;
-  void from_host();
+  [[nodiscard]] std::span<T> params() { return buffers_.host_params(); }
+  [[nodiscard]] std::span<const T> params() const { return buffers_.host_params(); }
+  [[nodiscard]] std::span<T> grads() { return buffers_.host_grads(); }
+  [[nodiscard]] std::span<const T> grads() const { return buffers_.host_grads(); }
+  [[nodiscard]] std::span<T> optimizer_state() { return buffers_.host_state(); }
+  [[nodiscard]] std::span<const T> optimizer_state() const { return buffers_.host_state(); }
+  void to_host() const { buffers_.to_host(); }
+  void from_host() { buffers_.from_host(); }
 
   [[nodiscard]] std::int64_t step() const { return pos_.step(); }
   [[nodiscard]] int micro() const { return pos_.micro(); }
@@ -82,14 +82,11 @@ class Trainer {
       if (auto s = run_micro(source)) return *s;
   }
 
-  struct Device;  // defined in gpu_trainer.cuh (public only because nvcc's generated host code names it)
-
  private:
   Net& net_;
   Opt opt_;
   train::TrainConfig cfg_;
-  std::unique_ptr<Device> dev_;
-  mutable std::vector<T> host_params_, host_grads_, host_state_;
+  TrainBuffers<Opt> buffers_;
   train::RunPosition pos_;
 };
 

@@ -1,5 +1,6 @@
-// The CUDA translation unit of the sft example: the GPU model and trainer that `sft --device cuda`
-// runs (main.cpp uses them through their host headers), for the dense multi_head build.
+// The CUDA translation unit of the examples: the GPU model, its trainer and training buffers that
+// `sft --device cuda` and `r1 --device cuda` run (their main.cpp use them through the host
+// headers), for the dense multi_head build.
 #include "reason/model/gpu_transformer.cuh"
 #include "reason/train/gpu_trainer.cuh"
 
@@ -7,3 +8,4 @@ template class reason::gpu::DenseTransformer<32, reason::precision::Fp32>;
 template class reason::gpu::DenseTransformer<32, reason::precision::Bf16>;
 template class reason::gpu::Trainer<reason::gpu::DenseTransformer<32, reason::precision::Fp32>>;
 template class reason::gpu::Trainer<reason::gpu::DenseTransformer<32, reason::precision::Bf16>>;
+template class reason::gpu::TrainBuffers<reason::optim::AdamW>;
