@@ -5,12 +5,13 @@
 #   tools/gpu-bundle.sh                  Release build in build-gpu-bundle/, bundle in gpu-bundle/
 #   BUILD_DIR=/tmp/b JOBS=2 CUDA_ARCHS=90a tools/gpu-bundle.sh
 #
-# The bundle: bin/ (every test_cuda_* and bench_cuda_* executable), lib/ (each shared library
+# The bundle: bin/ (every test_cuda_* and bench_cuda_* executable), examples/ (sft and r1, built
+# with their CUDA backend, and the scripts of their GPU smoke tests), lib/ (each shared library
 # `ldd` shows they need that is neither the CUDA toolkit's, nor the driver's, nor glibc's: e.g.
 # Google Benchmark's libbenchmark.so), lib/fallback/ (libstdc++ and libgcc_s, used by run.sh only
 # when the GPU machine's own are too old), torch_side_by_side.py, MANIFEST.txt and run.sh.
 # On the GPU machine (the device tool: command "bash gpu-bundle/run.sh", carry ["gpu-bundle"]):
-#   bash gpu-bundle/run.sh [all|tests|sanitize|bench|quick]
+#   bash gpu-bundle/run.sh [all|tests|sanitize|bench|quick|examples|r1_full]
 # writes its logs and results under $OUT. The bundle must stay under 64 MiB (what travels).
 set -euo pipefail
 
@@ -20,7 +21,7 @@ bundle=${BUNDLE_DIR:-$root/gpu-bundle}
 jobs=${JOBS:-$(nproc)}
 limit_mib=64
 
-cmake_args=(-DCMAKE_BUILD_TYPE=Release -DREASON_BUILD_TESTS=ON -DREASON_BUILD_BENCH=ON -DREASON_BUILD_EXAMPLES=OFF)
+cmake_args=(-DCMAKE_BUILD_TYPE=Release -DREASON_BUILD_TESTS=ON -DREASON_BUILD_BENCH=ON -DREASON_BUILD_EXAMPLES=ON)
 if [[ -n ${CUDA_ARCHS:-} ]]; then cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCHS"); fi
 
 echo "gpu-bundle: configuring $build"
@@ -30,10 +31,12 @@ if ! cmake -S "$root" -B "$build" "${cmake_args[@]}" >"$build/gpu-bundle-configu
   exit 1
 fi
 mapfile -t targets < <(cmake --build "$build" --target help | grep -oE '\b(test_cuda|bench_cuda)_[A-Za-z0-9_]+' | sort -u)
+mapfile -t examples < <(cmake --build "$build" --target help | grep -oE '^\.\.\. (sft|r1)$' | cut -d' ' -f2)
 if [[ ${#targets[@]} -eq 0 ]]; then
   echo "gpu-bundle: no test_cuda_* or bench_cuda_* target in $build (nvcc not found? Google Benchmark missing?)" >&2
   exit 1
 fi
+targets+=("${examples[@]}")
 echo "gpu-bundle: building ${targets[*]}"
 # Best effort: a target that does not compile (say, a kernel a colleague is still writing) is left
 # out of the bundle and named, and the script exits 1 at the end; the others are bundled anyway.
@@ -49,7 +52,7 @@ if ! cmake --build "$build" --target "${targets[@]}" -j "$jobs"; then
 fi
 
 rm -rf "$bundle"
-mkdir -p "$bundle/bin" "$bundle/lib/fallback"
+mkdir -p "$bundle/bin" "$bundle/examples" "$bundle/lib/fallback"
 for t in "${targets[@]}"; do
   if [[ " ${failed[*]} " == *" $t "* ]]; then continue; fi
   exe=$(find "$build" -type f -name "$t" -perm -u+x -print -quit)
@@ -57,7 +60,13 @@ for t in "${targets[@]}"; do
     echo "gpu-bundle: built $t but cannot find the executable under $build" >&2
     exit 1
   fi
-  cp "$exe" "$bundle/bin/"
+  case $t in
+    sft | r1) cp "$exe" "$bundle/examples/" ;;
+    *) cp "$exe" "$bundle/bin/" ;;
+  esac
+done
+for script in sft_cuda_smoke.sh sft_resume.sh r1_cuda_smoke.sh r1_smoke.sh; do
+  cp "$root/tests/examples/$script" "$bundle/examples/"
 done
 
 # Shared libraries: the CUDA toolkit and driver are the GPU machine's (matching its driver), glibc
@@ -73,7 +82,8 @@ is_system_lib() {
   return 1
 }
 declare -A copied=()
-for exe in "$bundle"/bin/*; do
+for exe in "$bundle"/bin/* "$bundle"/examples/sft "$bundle"/examples/r1; do
+  [[ -e $exe ]] || continue
   while read -r soname path; do
     [[ -n $path && -e $path ]] || continue
     if is_system_lib "$soname" || [[ $path == /usr/local/cuda* ]]; then continue; fi
@@ -108,9 +118,11 @@ cat >"$bundle/run.sh" <<'RUN_SH'
 #!/usr/bin/env bash
 # gpu-bundle/run.sh — on the GPU machine: the CUDA tests, the same under compute-sanitizer (memcheck
 # and racecheck, where it is installed), then bench/torch_side_by_side.py (our benchmarks next to
-# PyTorch). Everything goes under $OUT (default ./gpu-out): summary.txt, tests.log, sanitizer.log,
-# bench.log, side_by_side.json, side_by_side.md.
-#   bash gpu-bundle/run.sh [all|tests|sanitize|bench|quick]   (default all; quick: tests + bench --quick)
+# PyTorch), then the examples' GPU smoke tests. Everything goes under $OUT (default ./gpu-out):
+# summary.txt, tests.log, sanitizer.log, bench.log, side_by_side.json, side_by_side.md, examples/.
+#   bash gpu-bundle/run.sh [all|tests|sanitize|bench|quick|examples|r1_full]
+# (default all; quick: tests + bench --quick; examples: sft and r1 --device cuda smoke tests;
+# r1_full: the default R1 run with --device cuda --precision bf16, its log and metrics under $OUT)
 # Environment: BENCH_ARGS (more arguments for the script, e.g. "--filter ^gemm/"), TEST_TIMEOUT
 # (seconds per test, default 300), SANITIZER_TIMEOUT (seconds per test and tool, default 600).
 # Exit status: 0 when every test passed (or was skipped) and the benchmark script succeeded.
@@ -151,7 +163,8 @@ if [[ -e ${packed[0]} ]]; then
 fi
 missing_libs() {
   local exe
-  for exe in "$here"/bin/*; do
+  for exe in "$here"/bin/* "$here"/examples/sft "$here"/examples/r1; do
+    [[ -e $exe ]] || continue
     LD_LIBRARY_PATH=$libpath ldd "$exe" 2>&1 | awk '/=> not found/ {print $1}'
   done | sort -u
 }
@@ -180,7 +193,7 @@ while read -r lib; do
     status=1
   fi
 done < <(missing_libs)
-if for exe in "$here"/bin/*; do LD_LIBRARY_PATH=$libpath ldd "$exe" 2>&1; done | grep -q "GLIBCXX_.*not found\|GCC_.*not found"; then
+if for exe in "$here"/bin/* "$here"/examples/sft "$here"/examples/r1; do [[ -e $exe ]] || continue; LD_LIBRARY_PATH=$libpath ldd "$exe" 2>&1; done | grep -q "GLIBCXX_.*not found\|GCC_.*not found"; then
   libpath=$libpath:$here/lib/fallback
   note "using the bundled libstdc++ (this machine's is older)"
 fi
@@ -263,13 +276,48 @@ run_bench() {
   if [[ -f $out/side_by_side.md ]]; then tee -a "$summary" <"$out/side_by_side.md"; fi
 }
 
+run_examples() {
+  local script rc
+  note ""
+  note "== examples with --device cuda =="
+  mkdir -p "$out/examples"
+  for script in sft_cuda_smoke r1_cuda_smoke; do
+    local bin=${script%%_*}
+    [[ -x $here/examples/$bin ]] || { note "  MISSING  examples/$bin"; status=1; continue; }
+    ours timeout "${EXAMPLE_TIMEOUT:-900}" bash "$here/examples/$script.sh" "$here/examples/$bin" \
+      "$(mktemp -d)/$script" >"$out/examples/$script.log" 2>&1
+    rc=$?
+    case $rc in
+      0) note "  pass     $script" ;;
+      77) note "  SKIPPED  $script (exit 77: no usable GPU)" ;;
+      *) note "  FAIL     $script (exit $rc; see examples/$script.log)"; status=1 ;;
+    esac
+  done
+}
+
+run_r1_full() {
+  note ""
+  note "== r1 --device cuda --precision bf16 (the default run) =="
+  mkdir -p "$out/r1_full"
+  local t0=$SECONDS
+  ours timeout "${R1_TIMEOUT:-3000}" "$here/examples/r1" --device cuda --precision bf16 --out "$out/r1_full" \
+    >"$out/r1_full/log.txt" 2>&1
+  local rc=$?
+  note "  exit $rc after $((SECONDS - t0)) s"
+  [[ $rc -eq 0 ]] || status=1
+  tail -n 25 "$out/r1_full/log.txt" | tee -a "$summary"
+  rm -f "$out/r1_full/"*.safetensors  # (large; the metrics and the table are what comes back)
+}
+
 case $mode in
-  all) run_tests; run_sanitizer; run_bench ;;
+  all) run_tests; run_sanitizer; run_bench; run_examples ;;
+  examples) run_examples ;;
+  r1_full) run_r1_full ;;
   tests) run_tests ;;
   sanitize) run_sanitizer ;;
   bench) run_bench ;;
   quick) run_tests; run_bench --quick ;;
-  *) echo "usage: $0 [all|tests|sanitize|bench|quick]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|tests|sanitize|bench|quick|examples|r1_full]" >&2; exit 2 ;;
 esac
 note ""
 note "run.sh: exit $status"

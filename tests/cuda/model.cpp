@@ -131,6 +131,24 @@ std::vector<TensorError> tensor_errors(const ParamLayout& layout, const std::vec
   return out;
 }
 
+/// Every gradient tensor of the GPU against the float64 host: fp32 max error / max <= 2e-4; bf16
+/// cosine >= 0.99 and relative L2 <= 0.08.
+void check_gradients(const ParamLayout& layout, const std::vector<float>& g, const std::vector<double>& gd, bool bf16,
+                     const std::string& what) {
+  double worst_rel = 0, worst_cos = 1, worst_l2 = 0;
+  for (const TensorError& e : tensor_errors(layout, g, gd)) {
+    worst_rel = std::max(worst_rel, e.rel_max);
+    worst_cos = std::min(worst_cos, e.cosine);
+    worst_l2 = std::max(worst_l2, e.rel_l2);
+    const bool ok = bf16 ? (e.cosine >= 0.99 && e.rel_l2 <= 0.08) : e.rel_max <= 2e-4;
+    if (!ok)
+      std::printf("  %s: max err / max %.2e, cosine %.6f, rel L2 %.2e\n", e.name.c_str(), e.rel_max, e.cosine, e.rel_l2);
+    check(ok, what + " of " + e.name);
+  }
+  std::printf("  %ss: worst max-err/max %.2e, worst cosine %.6f, worst rel L2 %.2e\n", what.c_str(), worst_rel,
+              worst_cos, worst_l2);
+}
+
 /// Forward + backward on both backends; compares loss and every gradient tensor.
 template <class P>
 void gradients_case(bool bf16) {
@@ -159,18 +177,7 @@ void gradients_case(bool bf16) {
               hr.loss_sum, loss_rel);
   check(gr.count == hr.count, "target count");
   check(loss_rel <= (bf16 ? 2e-2 : 2e-5), "loss within tolerance");
-  double worst_rel = 0, worst_cos = 1, worst_l2 = 0;
-  for (const TensorError& e : tensor_errors(net.layout(), g, gd)) {
-    worst_rel = std::max(worst_rel, e.rel_max);
-    worst_cos = std::min(worst_cos, e.cosine);
-    worst_l2 = std::max(worst_l2, e.rel_l2);
-    const bool ok = bf16 ? (e.cosine >= 0.99 && e.rel_l2 <= 0.08) : e.rel_max <= 2e-4;
-    if (!ok)
-      std::printf("  %s: max err / max %.2e, cosine %.6f, rel L2 %.2e\n", e.name.c_str(), e.rel_max, e.cosine, e.rel_l2);
-    check(ok, "gradient of " + e.name);
-  }
-  std::printf("  gradients: worst max-err/max %.2e, worst cosine %.6f, worst rel L2 %.2e\n", worst_rel, worst_cos,
-              worst_l2);
+  check_gradients(net.layout(), g, gd, bf16, "gradient");
 }
 
 /// An objective whose gradient depends on the logits z: loss = sum a z + b z^2 / 2 over every
@@ -229,18 +236,7 @@ void objective_case(bool bf16) {
   std::printf("%s forward_objective: loss %.9g (host %.9g), relative error %.2e\n", bf16 ? "bf16" : "fp32", gl, hl, rel);
   check(gl == eval_only, "the objective's loss does not depend on whether gradients are taken");
   check(rel <= (bf16 ? 2e-2 : 2e-5), "objective loss within tolerance");
-  double worst_rel = 0, worst_cos = 1, worst_l2 = 0;
-  for (const TensorError& e : tensor_errors(net.layout(), g, gd)) {
-    worst_rel = std::max(worst_rel, e.rel_max);
-    worst_cos = std::min(worst_cos, e.cosine);
-    worst_l2 = std::max(worst_l2, e.rel_l2);
-    const bool ok = bf16 ? (e.cosine >= 0.99 && e.rel_l2 <= 0.08) : e.rel_max <= 2e-4;
-    if (!ok)
-      std::printf("  %s: max err / max %.2e, cosine %.6f, rel L2 %.2e\n", e.name.c_str(), e.rel_max, e.cosine, e.rel_l2);
-    check(ok, "objective gradient of " + e.name);
-  }
-  std::printf("  objective gradients: worst max-err/max %.2e, worst cosine %.6f, worst rel L2 %.2e\n", worst_rel,
-              worst_cos, worst_l2);
+  check_gradients(net.layout(), g, gd, bf16, "objective gradient");
 }
 
 /// A BatchSource of fixed random batches, a pure function of (step, micro).
