@@ -3,7 +3,7 @@
 
 usage: python3 bench/summarize.py bench/results/gemm.json [more.json ...]
 Each row: the benchmark's name, its median real time, and its counters scaled to G (FLOP/s,
-bytes/s) or k (tokens/s). Runs without --benchmark_repetitions have no median; then the single
+OP/s — integer or float multiply-adds of the quantized products — bytes/s) or k (tokens/s). Runs without --benchmark_repetitions have no median; then the single
 iteration row is shown.
 """
 import json
@@ -19,7 +19,7 @@ def rows(path):
 
 
 def fmt(name, value):
-    if name in ("FLOP/s", "bytes/s"):
+    if name in ("FLOP/s", "OP/s", "bytes/s"):
         return f"{value / 1e9:.2f}"
     if name == "tokens/s":
         return f"{value / 1e3:.1f}"
@@ -31,10 +31,11 @@ def main():
         rs = rows(path)
         counters = []
         for r in rs:
-            for k in ("FLOP/s", "bytes/s", "tokens/s"):
+            for k in ("FLOP/s", "OP/s", "bytes/s", "weight_bytes", "tokens/s"):
                 if k in r and k not in counters:
                     counters.append(k)
-        unit = {"FLOP/s": "GFLOP/s", "bytes/s": "GB/s", "tokens/s": "k tokens/s"}
+        unit = {"FLOP/s": "GFLOP/s", "OP/s": "GOP/s", "bytes/s": "GB/s", "weight_bytes": "weight bytes",
+                "tokens/s": "k tokens/s"}
         print(f"### {path}\n")
         print("| benchmark | time (median) | " + " | ".join(unit[c] for c in counters) + " |")
         print("|---|---:|" + "---:|" * len(counters))
