@@ -1,7 +1,7 @@
 // examples/r1 — the whole DeepSeek-R1 recipe at laptop scale, on the CPU (or a GPU: --device cuda).
 //
 // DeepSeek-AI 2025, "DeepSeek-R1: Incentivizing Reasoning Capability in LLMs via Reinforcement
-// Learning". Four stages, each saved as safetensors and each able to start from a checkpoint:
+// Learning". Five stages; the first four save a safetensors checkpoint, and each can start from one:
 //   1 sft      cold start: a small transformer imitates worked arithmetic traces in the template
 //              <think>steps</think><answer>N</answer> (§2.3.1), on a curriculum of levels 1-4;
 //   2 grpo     reinforcement learning with rule rewards, 0.8 accuracy + 0.2 format (§2.2.2), GRPO
@@ -10,6 +10,8 @@
 //              format rate and completion length on held-out problems, for every model;
 //   4 distill  a smaller student learns from the RL model's correct greedy answers to fresh
 //              problems (§2.4), with the teacher's soft targets (Hinton et al. 2015) mixed in.
+//   5 quantize the RL model with its linear layers in fp32, bf16, INT8, INT4 and FP8 (DeepSeek-V3
+//              §3.3 blocks): greedy accuracy, model bytes and tokens/s side by side, on the CPU.
 // The held-out problems are never drawn for training (data::TrainingSampler). The attention policy
 // of teacher and student is the build's choice: -DREASON_EXAMPLE_ATTENTION=<variant> (multi_head,
 // sliding_window, top_k, hierarchical, mla; examples/common/attention_choice.hpp). So is the
@@ -67,8 +69,8 @@ int main(int argc, char** argv) try {
   CLI::App app{"reason R1 pipeline: SFT cold start -> GRPO with rule rewards -> evaluation -> distillation"};
   app.add_option("--out", o.out, "output directory")->capture_default_str();
   app.add_option("--seed", o.seed, "seed of data, held-out set, initialisation and sampling")->capture_default_str();
-  app.add_option("--from", o.from, "first stage to run: sft, grpo, eval or distill")
-      ->check(CLI::IsMember({"sft", "grpo", "eval", "distill"}))
+  app.add_option("--from", o.from, "first stage to run: sft, grpo, eval, distill or quantize")
+      ->check(CLI::IsMember({"sft", "grpo", "eval", "distill", "quantize"}))
       ->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint,
                  "model to start --from with (a checkpoint of an earlier stage), or a checkpoint of that stage to resume");
@@ -78,7 +80,7 @@ int main(int argc, char** argv) try {
   app.add_option("--precision", o.precision, "with --device cuda: fp32, or bf16 compute with fp32 master weights")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
-  app.add_option("--until", o.until, "last stage to run")->check(CLI::IsMember({"sft", "grpo", "eval", "distill"}))
+  app.add_option("--until", o.until, "last stage to run")->check(CLI::IsMember({"sft", "grpo", "eval", "distill", "quantize"}))
       ->capture_default_str();
   // model
   app.add_option("--width", o.teacher.width, "hidden size of the policy (heads x 32)")->capture_default_str();

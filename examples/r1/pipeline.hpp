@@ -80,7 +80,7 @@ struct ModelSize {
 struct Options {
   std::string out = "r1_out";
   std::uint64_t seed = 1234;
-  std::string from = "sft", until = "distill", checkpoint;
+  std::string from = "sft", until = "quantize", checkpoint;
   std::string device = "cpu";     // cpu, or cuda (the dense multi_head build on a GPU)
   std::string precision = "fp32";  // with cuda: fp32, or bf16 compute with fp32 master weights
   ModelSize teacher;
@@ -109,14 +109,15 @@ struct Options {
   std::int64_t log_every = 50;
 };
 
-enum class Stage { sft = 0, grpo = 1, eval = 2, distill = 3 };
+enum class Stage { sft = 0, grpo = 1, eval = 2, distill = 3, quantize = 4 };
 
 inline Stage stage_of(const std::string& name) {
   if (name == "sft") return Stage::sft;
   if (name == "grpo") return Stage::grpo;
   if (name == "eval") return Stage::eval;
   if (name == "distill") return Stage::distill;
-  fail("r1: unknown stage '", name, "' (sft, grpo, eval, distill)");
+  if (name == "quantize") return Stage::quantize;
+  fail("r1: unknown stage '", name, "' (sft, grpo, eval, distill, quantize)");
 }
 
 /// The held-out problems of the levels evaluated (make_held_out's streams, so a level's set does
@@ -153,6 +154,14 @@ struct Evaluated {
   rl::EvalReport report;
 };
 
+/// The policy's greedy evaluation with its linear layers in one weight format (stage 5).
+struct QuantizedEval {
+  std::string format;
+  std::size_t bytes = 0;
+  double tokens_per_s = 0;
+  rl::EvalReport report;
+};
+
 /// The four stages for a policy model Net and a dense student StudentNet (host or CUDA models).
 template <class Net, class StudentNet>
 class Pipeline {
@@ -181,6 +190,9 @@ class Pipeline {
   Evaluated run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params);
   std::vector<float> run_distill(const model::Config& teacher_config, const model::Config& student_config,
                                  const std::vector<float>& teacher);
+  void run_quantize(const model::Config& mc, const std::vector<float>& params);
+  template <class Linear>
+  void evaluate_format(const std::string& format, const model::Config& mc, const std::vector<float>& params);
   void print_table() const;
   void draw_chart();
   bool runs(Stage s) const { return s >= stage_of(o_.from) && s <= stage_of(o_.until); }
@@ -191,6 +203,7 @@ class Pipeline {
   std::filesystem::path out_;
   std::optional<io::JsonlWriter> metrics_;
   std::vector<Evaluated> evals_;
+  std::vector<QuantizedEval> quantized_;  // stage 5, fp32 first
   std::vector<std::string> router_notes_;  // MoE builds: each training stage's final router balance
   double seconds_ = 0;
 };

@@ -14,21 +14,23 @@ void Pipeline<Net, StudentNet>::print_table() const {
   std::string levels;
   for (int l : o_.eval_levels) levels += (levels.empty() ? "" : ",") + std::to_string(l);
   const std::string ffn = Net::routed ? std::string("; ffn ") + FfnChoice::name + " (the student: dense)" : "";
-  std::printf("\nheld-out evaluation (%zu problems of level %s; pass@k from n = %lld samples at temperature %.2g; "
-              "attention %s%s)\n",
-              held_out_.size(), levels.c_str(), static_cast<long long>(o_.eval_samples), static_cast<double>(o_.temperature),
-              Net::attention_signature().c_str(), ffn.c_str());
-  std::printf("  %-8s %9s  %16s", "model", "params", "greedy accuracy");
-  if (!evals_.empty())
-    for (const auto& [k, v] : evals_.front().report.pass_at_k) std::printf("  pass@%-3lld", static_cast<long long>(k));
-  std::printf("  %7s  %11s  by level\n", "format", "mean tokens");
-  for (const Evaluated& e : evals_) {
-    const rl::EvalReport& r = e.report;
-    std::printf("  %-8s %9zu  %8.1f%% ± %4.1f", e.model.c_str(), e.params, 100 * r.accuracy, 100 * r.accuracy_se);
-    for (const auto& [k, v] : r.pass_at_k) std::printf("  %7.1f%%", 100 * v);
-    std::printf("  %6.1f%%  %11.1f ", 100 * r.format_rate, r.mean_tokens);
-    for (const auto& [level, lv] : r.levels) std::printf(" %3.0f%%", 100 * lv.accuracy());
-    std::printf("\n");
+  if (!evals_.empty()) {
+    std::printf("\nheld-out evaluation (%zu problems of level %s; pass@k from n = %lld samples at temperature %.2g; "
+                "attention %s%s)\n",
+                held_out_.size(), levels.c_str(), static_cast<long long>(o_.eval_samples), static_cast<double>(o_.temperature),
+                Net::attention_signature().c_str(), ffn.c_str());
+    std::printf("  %-8s %9s  %16s", "model", "params", "greedy accuracy");
+    if (!evals_.empty())
+      for (const auto& [k, v] : evals_.front().report.pass_at_k) std::printf("  pass@%-3lld", static_cast<long long>(k));
+    std::printf("  %7s  %11s  by level\n", "format", "mean tokens");
+    for (const Evaluated& e : evals_) {
+      const rl::EvalReport& r = e.report;
+      std::printf("  %-8s %9zu  %8.1f%% ± %4.1f", e.model.c_str(), e.params, 100 * r.accuracy, 100 * r.accuracy_se);
+      for (const auto& [k, v] : r.pass_at_k) std::printf("  %7.1f%%", 100 * v);
+      std::printf("  %6.1f%%  %11.1f ", 100 * r.format_rate, r.mean_tokens);
+      for (const auto& [level, lv] : r.levels) std::printf(" %3.0f%%", 100 * lv.accuracy());
+      std::printf("\n");
+    }
   }
   const Evaluated* sft = nullptr;
   const Evaluated* grpo = nullptr;
@@ -41,6 +43,16 @@ void Pipeline<Net, StudentNet>::print_table() const {
     const double paired = rl::paired_difference_se(sft->report.rows, grpo->report.rows);
     std::printf("GRPO - SFT: %+.1f points greedy accuracy = %.1f standard errors of the held-out estimate (%.1f paired)\n",
                 100 * d, d / std::max(1e-12, sft->report.accuracy_se), d / std::max(1e-12, paired));
+  }
+  if (!quantized_.empty()) {
+    const QuantizedEval& fp32 = quantized_.front();
+    std::printf("\nthe policy's linear layers in each weight format (greedy, on the CPU):\n");
+    std::printf("  %-9s %16s  %8s  %12s  %8s  %10s\n", "format", "greedy accuracy", "vs fp32", "model bytes",
+                "vs fp32", "tokens/s");
+    for (const QuantizedEval& q : quantized_)
+      std::printf("  %-9s %8.1f%% ± %4.1f  %+7.1f   %12zu  %7.2fx  %10.0f\n", q.format.c_str(), 100 * q.report.accuracy,
+                  100 * q.report.accuracy_se, 100 * (q.report.accuracy - fp32.report.accuracy), q.bytes,
+                  static_cast<double>(q.bytes) / static_cast<double>(fp32.bytes), q.tokens_per_s);
   }
   for (const std::string& note : router_notes_) std::printf("%s\n", note.c_str());  // MoE builds: final balance
   std::printf("total time %.0f s; outputs in %s (metrics.jsonl, chart.svg, *.safetensors)\n", seconds_, out_.c_str());

@@ -129,6 +129,13 @@ int Pipeline<Net, StudentNet>::run() {
     const std::vector<float> student = run_distill(mc, sc, policy);
     evals_.push_back(run_eval<StudentNet>("student", sc, student));
   }
+  if (runs(Stage::quantize)) {
+    if (dense_model)
+      std::printf("\n== stage 5: quantized inference: skipped ('%s' is a dense student; stage 5 quantizes the policy)\n",
+                  o_.checkpoint.c_str());
+    else
+      run_quantize(mc, policy);
+  }
   seconds_ = detail::seconds_since(t0);
   print_table();
   draw_chart();
@@ -340,4 +347,5 @@ Evaluated Pipeline<Net, StudentNet>::run_eval(const std::string& name, const mod
 }  // namespace r1
 
 #include "distill_stage.hpp"
+#include "quantize_stage.hpp"
 #include "report.hpp"

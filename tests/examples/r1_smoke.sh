@@ -18,7 +18,8 @@ for f in sft.safetensors grpo.safetensors student.safetensors metrics.jsonl char
   [[ -s "$work/all/$f" ]] || fail "missing output $f"
 done
 grep -q "GRPO - SFT" "$work/all.log" || fail "no comparison line in the table"
-for stage in sft grpo distill eval; do
+grep -q "^  int8 " "$work/all.log" || fail "no quantized-inference table (stage 5)"
+for stage in sft grpo distill eval quantize; do
   grep -q "\"stage\":\"$stage\"" "$work/all/metrics.jsonl" || fail "no $stage lines in metrics.jsonl"
 done
 grep -q "<polyline" "$work/all/chart.svg" || fail "chart.svg has no curves"

@@ -33,6 +33,8 @@ struct ParamInfo {
   bool decay = false;      // weight decay applies (matrices), not to norms and biases
   bool trainable = true;   // false: a buffer kept with the weights but set by its module, never by an
                            // optimizer (its gradient stays zero), e.g. the MoE balancing bias
+  std::string storage;     // "": used as stored; else the format its module multiplies it in (a
+                           // linear::Quantized layer's quantizer name, e.g. "int4_g128_asym")
 };
 
 class ParamLayout {
@@ -45,6 +47,16 @@ class ParamLayout {
   /// parameters, skipped by the optimizers.
   std::size_t add_buffer(std::string name, std::vector<index_t> shape, Init init) {
     return add_tensor(std::move(name), std::move(shape), init, 0, false);
+  }
+
+  /// Records that the tensor at `offset` is used in another storage format (ParamInfo::storage).
+  void set_storage(std::size_t offset, std::string storage) {
+    for (auto& p : params_)
+      if (p.offset == offset && p.numel > 0) {
+        p.storage = std::move(storage);
+        return;
+      }
+    fail("ParamLayout::set_storage: no tensor starts at offset ", offset);
   }
 
   [[nodiscard]] std::size_t size() const { return size_; }
@@ -89,7 +101,7 @@ class ParamLayout {
       n *= static_cast<std::size_t>(s);
     }
     const bool decay = trainable && shape.size() >= 2;
-    params_.push_back({std::move(name), std::move(shape), size_, n, init, init_std, decay, trainable});
+    params_.push_back({std::move(name), std::move(shape), size_, n, init, init_std, decay, trainable, {}});
     size_ += n;
     return params_.back().offset;
   }
