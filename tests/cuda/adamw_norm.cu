@@ -561,10 +561,7 @@ void check_host_side() {
 int main() {
   try {
     check_host_side();
-    if (!test::gpu_present()) {
-      std::printf("no CUDA device: the argument checks ran; the rest needs a GPU (skipped)\n");
-      return failures ? 1 : 77;
-    }
+    if (const int rc = test::exit_status_without_gpu(failures); rc >= 0) return rc;
     (void)gpu::require_device(0);
     gpu::Stream stream;
     std::uint64_t seed = 1;

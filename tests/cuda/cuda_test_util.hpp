@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -23,6 +24,14 @@ inline bool gpu_present() {
   if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0) return true;
   (void)cudaGetLastError();
   return false;
+}
+
+/// Without a GPU, says so and gives the program's exit status: 77 (skipped), or 1 when one of the
+/// `host_failures` checks that run everywhere (argument errors) failed. With a GPU: -1, go on.
+inline int exit_status_without_gpu(int host_failures = 0) {
+  if (gpu_present()) return -1;
+  std::printf("no CUDA device: skipped%s\n", host_failures ? " (but a host-side argument check FAILED)" : "");
+  return host_failures ? 1 : 77;
 }
 
 /// x as float or as __nv_bfloat16 rounded the host's way (core/bf16.hpp, which is CUDA's).

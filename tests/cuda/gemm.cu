@@ -105,10 +105,7 @@ void check(gpu::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, in
 
 int main() {
   try {
-    if (!test::gpu_present()) {
-      std::printf("no CUDA device: skipped\n");
-      return 77;
-    }
+    if (const int rc = test::exit_status_without_gpu(); rc >= 0) return rc;
     (void)gpu::require_device(0);
     gpu::CublasLtGemm gemm;
     std::uint64_t seed = 1;

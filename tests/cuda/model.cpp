@@ -461,10 +461,7 @@ void error_case() {
 
 int main() {
   try {
-    if (!test::gpu_present()) {
-      std::printf("no CUDA device: skipped\n");
-      return 77;
-    }
+    if (const int rc = test::exit_status_without_gpu(); rc >= 0) return rc;
     gradients_case<precision::Fp32>(false);
     gradients_case<precision::Bf16>(true);
     objective_case<precision::Fp32>(false);
