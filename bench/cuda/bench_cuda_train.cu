@@ -19,7 +19,8 @@
 #include "cuda_bench_common.hpp"
 #include "reason/core/philox.hpp"
 #include "reason/model/gpu_transformer.cuh"
-#include "reason/train/gpu_trainer.cuh"
+#include "reason/train/gpu_train_buffers.cuh"
+#include "reason/train/gpu_trainer.hpp"
 
 namespace {
 

@@ -2,8 +2,8 @@
 //
 // The examples are written once against the model interface; `--device cuda` instantiates them
 // with gpu::DenseTransformer (the dense multi_head model on a GPU) instead of model::Transformer.
-// Two things differ by backend and are picked here by the model type:
-//   TrainerOf<Net>    train::Trainer on the host, gpu::Trainer for a CUDA model (Net::on_device);
+// The trainers need nothing: train::Trainer and rl::GrpoTrainer keep their buffers where the model
+// says (train_buffers_t). What differs by backend, picked here by the model type:
 //   ModelParams<Net>  parameters where the model reads them: the caller's host vector itself, or a
 //                     device copy for a CUDA model (for evaluating or sampling a saved model).
 // The CUDA side exists where the build links reason::cuda (REASON_WITH_CUDA).
@@ -11,22 +11,13 @@
 
 #include <span>
 
-#include "reason/optim/adamw.hpp"
-#include "reason/train/trainer.hpp"
 #if REASON_WITH_CUDA
 #include "reason/core/cuda_device.hpp"
 #include "reason/core/device_buffer.hpp"
 #include "reason/model/gpu_transformer.hpp"
-#include "reason/train/gpu_trainer.hpp"
 #endif
 
 namespace examples {
-
-/// The supervised trainer of a model.
-template <class Net, bool = requires { Net::on_device; }>
-struct TrainerOf {
-  using type = reason::train::Trainer<Net, reason::optim::AdamW>;
-};
 
 /// A host model reads the caller's vector, which must outlive this.
 template <class Net, bool = requires { Net::on_device; }>
@@ -40,11 +31,6 @@ class ModelParams {
 };
 
 #if REASON_WITH_CUDA
-template <class Net>
-struct TrainerOf<Net, true> {
-  using type = reason::gpu::Trainer<Net>;
-};
-
 /// A CUDA model reads a device copy, uploaded on the model's stream (so its next call sees it).
 template <class Net>
 class ModelParams<Net, true> {

@@ -158,7 +158,7 @@ std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, c
                  .warmup_steps = std::min<std::int64_t>(150, std::max<std::int64_t>(1, o_.sft_steps / 10)),
                  .total_steps = o_.sft_steps};
   tc.seed = o_.seed;
-  typename examples::TrainerOf<Net>::type trainer(net, Optimizer{.config = {.weight_decay = 0.05}}, tc);
+  train::Trainer<Net, Optimizer> trainer(net, Optimizer{.config = {.weight_decay = 0.05}}, tc);
   const data::Curriculum curriculum = sft_curriculum(o_.sft_steps);
   const train::BatchSource source = data::sft_source(
       sampler_, curriculum, {.seed = o_.seed, .batch = o_.sft_batch, .max_seq = mc.max_seq_len, .stream_base = detail::sft_streams,
@@ -199,7 +199,7 @@ std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, c
     std::printf("%s\n", router_notes_.back().c_str());
   }
   draw_chart();
-  if constexpr (requires { trainer.to_host(); }) trainer.to_host();  // a GPU run's parameters to the host
+  trainer.to_host();  // (a GPU run's parameters to the host; nothing on the host)
   return {trainer.params().begin(), trainer.params().end()};
 }
 

@@ -216,7 +216,7 @@ class Run {
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
-  using Trainer = typename examples::TrainerOf<Net>::type;
+  using Trainer = train::Trainer<Net, Optimizer>;
   [[nodiscard]] const Net& net() const { return net_; }
   [[nodiscard]] Trainer& trainer() { return trainer_; }
 
@@ -345,7 +345,7 @@ class Run {
       const std::size_t last = std::min(problems.size(), first + eval_batch);
       std::vector<std::vector<std::int32_t>> prompts;
       for (std::size_t i = first; i < last; ++i) prompts.push_back(data::prompt_tokens(problems[i]));
-      const auto completions = infer::generate_greedy(net_, model_params(), std::span(prompts), o_.seq,
+      const auto completions = infer::generate_greedy(net_, trainer_.model_params(), std::span(prompts), o_.seq,
                                                       data::Tokenizer::eos);
       for (std::size_t i = first; i < last; ++i) {
         const data::Problem& p = problems[i];
@@ -365,14 +365,6 @@ class Run {
   }
 
  private:
-  /// The parameters the model reads: the trainer's host buffer, or its device buffer for a CUDA model.
-  [[nodiscard]] const typename Net::T* model_params() const {
-    if constexpr (requires { trainer_.device_params(); })
-      return trainer_.device_params();
-    else
-      return trainer_.params().data();
-  }
-
   static constexpr const char* router_partial_key = "router.partial";
   Options o_;
   Net net_;

@@ -145,9 +145,9 @@ inline io::SafetensorsMetadata train_metadata(const TrainConfig& c) {
 }
 }  // namespace detail
 
-/// A supervised trainer whose whole state a checkpoint holds: train::Trainer, or gpu::Trainer, whose
-/// buffers live on a GPU and which copies them to its host mirrors (to_host) before a save and back
-/// (from_host) after a load.
+/// A supervised trainer whose whole state a checkpoint holds: train::Trainer, whose buffers may live
+/// on a GPU; it copies them to its host mirrors (to_host) before a save and back (from_host) after a
+/// load (no-ops on the host).
 template <class Tr>
 concept CheckpointTrainer = requires(Tr& t, const Tr& ct) {
   typename Tr::T;

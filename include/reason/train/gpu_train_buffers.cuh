@@ -1,6 +1,6 @@
 // reason/train/gpu_train_buffers.cuh — the definitions of gpu::TrainBuffers (train/gpu_train_buffers.hpp).
 //
-// Include in the one CUDA translation unit that instantiates them (gpu_trainer.cuh does).
+// Include in the one CUDA translation unit that instantiates them (the examples' cuda_models.cu, tests/cuda/model_instances.cu).
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -12,8 +12,7 @@
 // buffer, from_host() uploads them; in between they are stale. Only AdamW has a device update.
 //
 // The definitions are in gpu_train_buffers.cuh; one CUDA translation unit includes it and
-// instantiates `template class reason::gpu::TrainBuffers<reason::optim::AdamW>;` (gpu_trainer.cuh
-// includes it). A CUDA model names these buffers as its `train_buffers<Opt>`.
+// instantiates `template class reason::gpu::TrainBuffers<reason::optim::AdamW>;`. A CUDA model names these buffers as its `train_buffers<Opt>`.
 #pragma once
 
 #include <cuda_runtime_api.h>

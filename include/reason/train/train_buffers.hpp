@@ -91,6 +91,14 @@ struct TrainBuffersOf<Net, T, Opt> {
 template <class Net, class T, class Opt>
 using train_buffers_t = typename detail::TrainBuffersOf<Net, T, Opt>::type;
 
+/// layout.initialize(seed) into a fresh vector: a run's starting parameters.
+template <class T>
+std::vector<T> initialized_params(const ParamLayout& layout, std::uint64_t seed) {
+  std::vector<T> p(layout.size());
+  layout.initialize(std::span<T>(p), seed);
+  return p;
+}
+
 /// Makes them: a model with a stream() gets its buffers on that stream, so their work is ordered with its own.
 template <class Buffers, class Net, class T>
 Buffers make_train_buffers(const Net& net, std::span<const T> initial, bool with_reference) {

@@ -1,7 +1,8 @@
 // reason/train/trainer.hpp — the supervised training loop: micro-batches, accumulation, clipping, the optimizer step.
 //
 // Design rule: the trainer owns the three flat buffers (parameters, gradients, optimizer
-// state) and the position in the run (step, micro-batch), and nothing else; the data come from
+// state: train_buffers_t, on the host or, for a CUDA model such as gpu::DenseTransformer, on the
+// device) and the position in the run (step, micro-batch), and nothing else; the data come from
 // a BatchSource that is a pure function of (step, micro). The whole state of a run is thus a
 // handful of buffers and integers, which a checkpoint stores exactly (train/checkpoint.hpp), so
 // a run interrupted anywhere — mid-warmup, mid-accumulation — and resumed is bit-identical to
@@ -26,6 +27,7 @@
 #include "reason/train/clip.hpp"
 #include "reason/train/schedule.hpp"
 #include "reason/train/token_batch.hpp"
+#include "reason/train/train_buffers.hpp"
 
 namespace reason::train {
 
@@ -57,8 +59,7 @@ struct StepStats {
 
 /// Where a supervised run stands — the next step, how many of its micro-batches are done and
 /// their summed loss — and that step's micro-batches, drawn together (cheap next to the passes) so
-/// the step's target-token count, the loss normaliser, is known before the first backward. Shared
-/// by train::Trainer and gpu::Trainer, which differ only in where their buffers live.
+/// the step's target-token count, the loss normaliser, is known before the first backward.
 class RunPosition {
  public:
   [[nodiscard]] std::int64_t step() const { return step_; }
@@ -144,25 +145,34 @@ class Trainer {
  public:
   using T = typename Net::T;
 
-  Trainer(Net& net, Opt optimizer, TrainConfig config) : net_(net), opt_(optimizer), cfg_(config) {
-    cfg_.validate();
-    const std::size_t n = net_.num_params();
-    params_.resize(n);
-    grads_.assign(n, T(0));
-    state_.assign(n * Opt::state_slots, T(0));
-    net_.layout().initialize(std::span<T>(params_), cfg_.seed);
+  /// Parameters, gradients and optimizer state: on the host, or a CUDA model's device buffers.
+  using Buffers = train_buffers_t<Net, T, Opt>;
+
+  /// Starts from layout().initialize(seed) (on the host; a CUDA model gets the same values uploaded).
+  Trainer(Net& net, Opt optimizer, TrainConfig config)
+      : net_(net),
+        opt_(optimizer),
+        cfg_((config.validate(), config)),
+        buf_(make_train_buffers<Buffers>(net, std::span<const T>(initialized_params<T>(net.layout(), config.seed)),
+                                         /*with_reference=*/false)) {
     net_.reserve(cfg_.batch, cfg_.seq);
   }
 
   [[nodiscard]] const TrainConfig& config() const { return cfg_; }
   [[nodiscard]] Net& net() const { return net_; }
   [[nodiscard]] const Opt& optimizer() const { return opt_; }
-  [[nodiscard]] std::span<T> params() { return params_; }
-  [[nodiscard]] std::span<const T> params() const { return params_; }
-  [[nodiscard]] std::span<T> grads() { return grads_; }
-  [[nodiscard]] std::span<const T> grads() const { return grads_; }
-  [[nodiscard]] std::span<T> optimizer_state() { return state_; }
-  [[nodiscard]] std::span<const T> optimizer_state() const { return state_; }
+  /// The buffers as host spans (for a CUDA model: mirrors, valid after to_host(), uploaded by
+  /// from_host(); the checkpoint functions call both).
+  [[nodiscard]] std::span<T> params() { return buf_.host_params(); }
+  [[nodiscard]] std::span<const T> params() const { return buf_.host_params(); }
+  [[nodiscard]] std::span<T> grads() { return buf_.host_grads(); }
+  [[nodiscard]] std::span<const T> grads() const { return buf_.host_grads(); }
+  [[nodiscard]] std::span<T> optimizer_state() { return buf_.host_state(); }
+  [[nodiscard]] std::span<const T> optimizer_state() const { return buf_.host_state(); }
+  void to_host() const { buf_.to_host(); }
+  void from_host() { buf_.from_host(); }
+  /// The parameters the model reads (device memory for a CUDA model).
+  [[nodiscard]] const T* model_params() const { return buf_.params(); }
 
   /// The next step to run (0-based) and how many of its micro-batches are done.
   [[nodiscard]] std::int64_t step() const { return pos_.step(); }
@@ -181,16 +191,16 @@ class Trainer {
   /// parameters and returns the step's statistics; otherwise returns nothing.
   std::optional<StepStats> run_micro(const BatchSource& source) {
     const TokenBatch& b = pos_.batch(source, cfg_, "Trainer");
-    if (pos_.micro() == 0) std::fill(grads_.begin(), grads_.end(), T(0));
-    const auto r = net_.forward(params_.data(), grads_.data(), b.tokens_view(), b.targets_view(),
+    if (pos_.micro() == 0) buf_.zero_grads();
+    const auto r = net_.forward(buf_.params(), buf_.grads(), b.tokens_view(), b.targets_view(),
                                 static_cast<T>(pos_.grad_scale()));
-    net_.backward(params_.data(), grads_.data());
+    net_.backward(buf_.params(), buf_.grads());
     if (!pos_.add(r.loss_sum, r.count, cfg_)) return std::nullopt;
 
-    const StepStats s = pos_.stats(clip_grad_norm<T>(std::span<T>(grads_), cfg_.max_grad_norm), cfg_, "Trainer");
-    opt_.step(net_.layout(), std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), s.lr, s.step + 1);
+    const StepStats s = pos_.stats(buf_.clip_grad_norm(cfg_.max_grad_norm), cfg_, "Trainer");
+    buf_.step(opt_, s.lr, s.step + 1);
     // An MoE model's gates balance their experts on this step's load (moe::BiasBalance).
-    if constexpr (requires { net_.balance_experts(params_.data()); }) net_.balance_experts(params_.data());
+    if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
     pos_.next_step();
     return s;
   }
@@ -205,7 +215,7 @@ class Trainer {
   Net& net_;
   Opt opt_;
   TrainConfig cfg_;
-  std::vector<T> params_, grads_, state_;
+  Buffers buf_;
   RunPosition pos_;
 };
 
