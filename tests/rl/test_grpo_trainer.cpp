@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -283,4 +284,41 @@ TEST_CASE("GrpoTrainerConfig rejects mu < 1 and a bad advantage sign") {
   cfg.advantage_sign = 0;
   CHECK_THROWS_AS(Trainer<>(r.net, std::span<const float>(r.init), optim::AdamW{}, infer::Temperature{}, ContainsTarget{}, cfg),
                   Error);
+}
+
+TEST_CASE("GRPO with dynamic loss scaling on an fp32 model is bit-identical to GRPO without it") {
+  // The objective's gradient is multiplied by S (train::ScaledObjective) and the parameter
+  // gradients divided by S before clipping; with power-of-two S both are exact.
+  Run r;
+  rl::GrpoTrainerConfig cfg = base_config();
+  cfg.beta = 0.04;
+  cfg.mu = 2;
+  cfg.micro_batch = 24;  // three micro-batches per pass
+  std::vector<float> plain_params, scaled_params;
+  const auto plain = run(r, cfg, 3, &plain_params);
+  cfg.loss_scale.mode = train::LossScaleConfig::Mode::dynamic;
+  cfg.loss_scale.growth_interval = 4;  // the scale doubles once within the 6 passes
+  const auto scaled = run(r, cfg, 3, &scaled_params);
+  for (std::size_t i = 0; i < plain.size(); ++i)
+    for (std::size_t p = 0; p < plain[i].passes.size(); ++p) {
+      CHECK(plain[i].passes[p].loss == scaled[i].passes[p].loss);
+      CHECK(plain[i].passes[p].loss_scale == 1);
+      CHECK(!scaled[i].passes[p].skipped);
+    }
+  CHECK(scaled[0].passes[0].loss_scale == 65536);
+  CHECK(scaled[2].passes[1].loss_scale == 131072);
+  CHECK(std::memcmp(plain_params.data(), scaled_params.data(), plain_params.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("ScaledObjective multiplies the objective's gradient, not its loss") {
+  std::vector<float> logits = {1, -2, 3, 0.5f, 4, -1};
+  const auto objective = [](index_t, View<float, 2> g) {
+    for (index_t r = 0; r < g.size(0); ++r)
+      for (index_t c = 0; c < g.size(1); ++c) g.row(r)[c] = 0.25f * static_cast<float>(r + c);
+    return 1.5;
+  };
+  auto inner = objective;
+  train::ScaledObjective<decltype(inner)> scaled{inner, 8.0};
+  CHECK(scaled(0, make_view(logits.data(), 2, 3)) == 1.5);
+  CHECK(logits == std::vector<float>{0, 2, 4, 2, 4, 6});
 }

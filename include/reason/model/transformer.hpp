@@ -80,10 +80,12 @@ class Transformer {
                 "(precision::Fp32 or precision::Fp64)");
   static_assert(std::is_same_v<typename Precision::param_t, typename Precision::compute_t>,
                 "model::Transformer: the host backend computes in the parameter type (precision::Fp32 or "
-                "precision::Fp64); mixed precision (precision::Bf16) is the CUDA backend's, gpu::DenseTransformer");
+                "precision::Fp64); mixed precision (precision::Bf16, precision::Fp16) is the CUDA backend's, "
+                "gpu::DenseTransformer");
 
  public:
   using T = typename Precision::param_t;
+  using precision_policy = Precision;
   using attention_policy = Attn;
   using ffn_policy = Ffn;
   /// Whether the FFN is routed (moe::MoE): its layers after Config::first_dense_layers are MoE

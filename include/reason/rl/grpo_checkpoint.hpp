@@ -13,7 +13,8 @@
 //   metadata  "format" = grpo_checkpoint_format; the model config under Hugging Face names;
 //             "grpo.*" every GrpoTrainerConfig field (its schedule as "grpo.schedule.*");
 //             "loss.*" the loss policy's GrpoConfig; "optimizer", "optimizer.<setting>";
-//             "grpo.step", "grpo.updates"; whatever the caller adds. Doubles are written in
+//             "grpo.step", "grpo.updates"; under loss scaling its config and state
+//             ("loss_scale.*", as train/checkpoint.hpp writes them); whatever the caller adds. Doubles are written in
 //             shortest round-trip form, so equal strings mean equal numbers.
 // The model-config, optimizer and tensor helpers are train/checkpoint.hpp's, so the two formats
 // store these the same way. A file is written whole or not at all (temp file + rename). Loading
@@ -69,7 +70,8 @@ inline std::string exact_float(float v) {
 inline io::SafetensorsMetadata grpo_config_metadata(const GrpoTrainerConfig& c) {
   using train::detail::exact;
   const auto& [prompts_per_step, group_size, max_new_tokens, beta, schedule, mu, max_grad_norm, dynamic_sampling, seed,
-               advantage_sign, advantage_scale, micro_batch, rollout_batch] = c;
+               advantage_sign, advantage_scale, micro_batch, rollout_batch, loss_scale] = c;
+  (void)loss_scale;  // written with the scaler's state, when scaling is on (train::detail::put_loss_scale)
   const auto& [peak_lr, min_lr, warmup_steps, total_steps] = schedule;
   return {{"grpo.prompts_per_step", std::to_string(prompts_per_step)},
           {"grpo.group_size", std::to_string(group_size)},
@@ -115,6 +117,7 @@ void save_checkpoint(const std::filesystem::path& path, const GrpoTrainer<Net, O
   train::detail::put_optimizer(meta, trainer.optimizer());
   meta["grpo.step"] = std::to_string(trainer.step());
   meta["grpo.updates"] = std::to_string(trainer.updates());
+  train::detail::put_loss_scale(meta, trainer.config().loss_scale, trainer.loss_scaler());
   train::detail::put_extra(meta, extra);
 
   trainer.to_host();  // a CUDA model's buffers to their host mirrors (nothing on the host)
@@ -156,6 +159,7 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path,
   REASON_CHECK(step >= 0 && updates >= 0 && updates <= step * trainer.config().mu, "checkpoint '", fname,
                "': position step ", step, ", updates ", updates, " is impossible (at most mu = ", trainer.config().mu,
                " updates per step)");
+  const td::LossScaleState scale = td::read_loss_scale(meta, trainer.config().loss_scale, trainer.loss_scaler(), fname);
 
   const ParamLayout& layout = net.layout();
   const std::size_t n = layout.size();
@@ -168,6 +172,7 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path,
   td::read_checked(file, reads);
   trainer.from_host();  // and back to a CUDA model's device buffers
   trainer.set_position(step, updates);
+  trainer.set_loss_scale_state(scale.scale, scale.good_steps, scale.skipped_steps);
   return meta;
 }
 

@@ -48,6 +48,7 @@
 #include <concepts>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -76,6 +77,7 @@
 #include "reason/rl/policy_loss.hpp"
 #include "reason/rl/token_logp.hpp"
 #include "reason/train/clip.hpp"
+#include "reason/train/loss_scale.hpp"
 #include "reason/train/schedule.hpp"
 #include "reason/train/train_buffers.hpp"
 
@@ -96,6 +98,7 @@ struct GrpoTrainerConfig {
   GroupScale advantage_scale = GroupScale::std;  // GroupScale::none for Dr. GRPO
   index_t micro_batch = 0;           // rows per training pass; 0: all kept rows in one
   index_t rollout_batch = 0;         // rows per decode state; 0: all rows in one
+  train::LossScaleConfig loss_scale{};  // dynamic loss scaling (by default: when the precision asks for it)
 
   void validate() const {
     REASON_CHECK(prompts_per_step >= 1 && group_size >= 1 && max_new_tokens >= 1, "GrpoTrainerConfig: prompts_per_step = ",
@@ -108,6 +111,7 @@ struct GrpoTrainerConfig {
     REASON_CHECK(micro_batch >= 0 && rollout_batch >= 0, "GrpoTrainerConfig: micro_batch = ", micro_batch,
                  ", rollout_batch = ", rollout_batch, "; expected >= 0 (0: all rows)");
     schedule.validate();
+    loss_scale.validate();
   }
 };
 
@@ -124,8 +128,10 @@ struct GrpoPassStats {
   double clip_fraction = 0;  // share of tokens whose surrogate was clipped
   double kl = 0;             // mean k3 estimate of KL(pi_theta || pi_ref) (0 when beta = 0)
   double entropy = 0;        // mean entropy of pi_theta(. | prefix)
-  double grad_norm = 0;      // before clipping
+  double grad_norm = 0;      // before clipping (unscaled; NaN when skipped)
   index_t tokens = 0;        // completion tokens trained on
+  double loss_scale = 1;     // S the pass's gradients were computed with (1 without loss scaling)
+  bool skipped = false;      // loss scaling found non-finite gradients: no update was made
 };
 
 /// The mean of one component of the reward over the step's completions.
@@ -236,7 +242,8 @@ class GrpoTrainer {
         sampler_(std::move(sampler)),
         reward_(std::move(reward)),
         cfg_((config.validate(), config)),
-        buf_(make_buffers(net, initial_params)) {
+        buf_(make_buffers(net, initial_params)),
+        scaler_(cfg_.loss_scale, train::loss_scaling_enabled<typename train::PrecisionOf<Net>::type>(cfg_.loss_scale)) {
     REASON_CHECK(net_.config().vocab_size == data::Tokenizer::vocab_size, "GrpoTrainer: the model's vocabulary has ",
                  net_.config().vocab_size, " tokens but prompts and completions use data::Tokenizer's ",
                  data::Tokenizer::vocab_size);
@@ -247,6 +254,12 @@ class GrpoTrainer {
   [[nodiscard]] const Opt& optimizer() const { return opt_; }
   [[nodiscard]] const Sampler& sampler() const { return sampler_; }
   [[nodiscard]] const Reward& reward() const { return reward_; }
+  /// The loss scale and its bookkeeping (scale() == 1 and never skipping when scaling is off).
+  [[nodiscard]] const train::DynamicLossScaler& loss_scaler() const { return scaler_; }
+  /// Restores the scaler's state (used by the checkpoint loader).
+  void set_loss_scale_state(double scale, std::int64_t good_steps, std::int64_t skipped) {
+    scaler_.set_state(scale, good_steps, skipped, "GrpoTrainer");
+  }
   /// The buffers as host spans (for a CUDA model: mirrors, valid after to_host(), uploaded by from_host()).
   [[nodiscard]] std::span<T> params() { return buf_.host_params(); }
   [[nodiscard]] std::span<const T> params() const { return buf_.host_params(); }
@@ -365,6 +378,7 @@ class GrpoTrainer {
       for (int pass = 0; pass < cfg_.mu; ++pass) {
         buf_.zero_grads();
         GrpoPassStats p;
+        p.loss_scale = scaler_.scale();
         double ratio = 0, clipped = 0, kl = 0, entropy = 0;
         for (index_t r0 = 0; r0 < R; r0 += mb) {
           const index_t n = std::min(mb, R - r0);
@@ -374,11 +388,12 @@ class GrpoTrainer {
                                       std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
                                                                               static_cast<std::size_t>(n))};
           typename Loss::template Batch<T> objective(batch, coef);
+          train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
           if constexpr (requires { net_.balance_experts(buf_.params()); })  // an MoE model's aux loss: this
-            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, objective,  // micro-batch's share
-                                   static_cast<double>(n) / static_cast<double>(R));     // of the update's rows
+            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled,  // micro-batch's share
+                                   p.loss_scale * static_cast<double>(n) / static_cast<double>(R));  // of the rows
           else
-            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, objective);
+            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled);
           net_.backward(buf_.params(), buf_.grads());
           const PolicyStats ps = objective.stats();
           const auto k = static_cast<double>(ps.tokens);
@@ -396,8 +411,13 @@ class GrpoTrainer {
           p.kl = kl / k;
           p.entropy = entropy / k;
         }
-        p.grad_norm = buf_.clip_grad_norm(cfg_.max_grad_norm);
-        buf_.step(opt_, s.lr, ++updates_);
+        if (const std::optional<double> grad_norm = scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm)) {
+          p.grad_norm = *grad_norm;
+          buf_.step(opt_, s.lr, ++updates_);
+        } else {  // AdamW's t (updates_) counts the updates made: a skipped pass made none
+          p.skipped = true;
+          p.grad_norm = std::numeric_limits<double>::quiet_NaN();
+        }
         if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
         s.passes.push_back(p);
       }
@@ -516,6 +536,7 @@ class GrpoTrainer {
   Reward reward_;
   GrpoTrainerConfig cfg_;
   Buffers buf_;
+  train::DynamicLossScaler scaler_;
   std::int64_t step_ = 0, updates_ = 0;
   index_t reserved_batch_ = 0, reserved_seq_ = 0;
   // The current step's batch: [R, seq_] tokens, mask, logp_old, logp_ref; [R] advantages.

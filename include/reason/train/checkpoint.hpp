@@ -10,7 +10,9 @@
 //                                       [MoE layers x experts]), likewise only mid-accumulation
 //   metadata  the model config under Hugging Face names, the training config, the optimizer,
 //             the position (step, micro-batch, the step's partial loss sum and count, doubles
-//             written in shortest round-trip form) and whatever the caller adds (data seed, ...).
+//             written in shortest round-trip form), under loss scaling its config and state
+//             ("loss_scale.*": S, the run of good steps, the skipped steps) and whatever the
+//             caller adds (data seed, ...).
 // Data and randomness are counter-based — batches are a pure function of (seed, step, micro),
 // parameter init of (seed, tensor) — so the position *is* the data-sampler and RNG state.
 // A file is written whole or not at all (temp file + rename); a checkpoint whose config
@@ -143,6 +145,42 @@ inline io::SafetensorsMetadata train_metadata(const TrainConfig& c) {
           {"schedule.warmup_steps", std::to_string(c.schedule.warmup_steps)},
           {"schedule.total_steps", std::to_string(c.schedule.total_steps)}};
 }
+/// A dynamic loss scaler's config (must match on resume) and its state (restored).
+inline io::SafetensorsMetadata loss_scale_config_metadata(const LossScaleConfig& c) {
+  return {{"loss_scale.initial_scale", exact(c.initial_scale)},
+          {"loss_scale.growth_factor", exact(c.growth_factor)},
+          {"loss_scale.backoff_factor", exact(c.backoff_factor)},
+          {"loss_scale.growth_interval", std::to_string(c.growth_interval)},
+          {"loss_scale.min_scale", exact(c.min_scale)},
+          {"loss_scale.max_scale", exact(c.max_scale)}};
+}
+inline void put_loss_scale(io::SafetensorsMetadata& meta, const LossScaleConfig& c, const DynamicLossScaler& s) {
+  if (!s.enabled()) return;
+  for (const auto& [k, v] : loss_scale_config_metadata(c)) meta[k] = v;
+  meta["loss_scale.scale"] = exact(s.scale());
+  meta["loss_scale.good_steps"] = std::to_string(s.good_steps());
+  meta["loss_scale.skipped_steps"] = std::to_string(s.skipped_steps());
+}
+/// The scaler state in `meta`, checked against the run's scaler `current` (whether it scales, its
+/// config, what states are possible) without changing it: a refused file leaves the trainer as it was.
+struct LossScaleState {
+  double scale = 1;
+  std::int64_t good_steps = 0, skipped_steps = 0;
+};
+inline LossScaleState read_loss_scale(const io::SafetensorsMetadata& meta, const LossScaleConfig& c,
+                                      const DynamicLossScaler& current, const std::string& file) {
+  const bool in_file = meta.contains("loss_scale.scale");
+  REASON_CHECK(in_file == current.enabled(), "checkpoint '", file, "': written ", in_file ? "with" : "without",
+               " dynamic loss scaling, but this run is ", current.enabled() ? "with" : "without", " it");
+  if (!in_file) return {};
+  expect_fields(meta, loss_scale_config_metadata(c), "loss scale config", file);
+  const LossScaleState st{meta_number<double>(meta, "loss_scale.scale", file),
+                          meta_number<std::int64_t>(meta, "loss_scale.good_steps", file),
+                          meta_number<std::int64_t>(meta, "loss_scale.skipped_steps", file)};
+  DynamicLossScaler probe = current;
+  probe.set_state(st.scale, st.good_steps, st.skipped_steps, "checkpoint '" + file + "'");
+  return st;
+}
 }  // namespace detail
 
 /// A supervised trainer whose whole state a checkpoint holds: train::Trainer, whose buffers may live
@@ -159,6 +197,8 @@ concept CheckpointTrainer = requires(Tr& t, const Tr& ct) {
   ct.optimizer_state();
   ct.partial_loss_sum();
   t.set_position(std::int64_t{0}, 0, 0.0, index_t{0});
+  { ct.loss_scaler() } -> std::convertible_to<const DynamicLossScaler&>;
+  t.set_loss_scale_state(1.0, std::int64_t{0}, std::int64_t{0});
 };
 
 /// Writes the trainer's complete state, plus `extra` metadata (keys must not collide), atomically.
@@ -179,6 +219,7 @@ void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const
   meta["train.micro"] = std::to_string(trainer.micro());
   meta["train.loss_sum"] = detail::exact(trainer.partial_loss_sum());
   meta["train.loss_count"] = std::to_string(trainer.partial_loss_count());
+  detail::put_loss_scale(meta, trainer.config().loss_scale, trainer.loss_scaler());
   detail::put_extra(meta, extra);
 
   std::vector<io::SafetensorsEntry> entries;
@@ -219,6 +260,8 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
   const auto micro = detail::meta_number<int>(meta, "train.micro", fname);
   const auto loss_sum = detail::meta_number<double>(meta, "train.loss_sum", fname);
   const auto loss_count = detail::meta_number<index_t>(meta, "train.loss_count", fname);
+  const detail::LossScaleState scale =
+      detail::read_loss_scale(meta, trainer.config().loss_scale, trainer.loss_scaler(), fname);
 
   REASON_CHECK(step >= 0 && step <= trainer.config().total_steps && micro >= 0 &&
                    micro < trainer.config().micro_batches && loss_count >= 0,
@@ -246,6 +289,7 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
   }
   if (micro == 0) std::fill(trainer.grads().begin(), trainer.grads().end(), T(0));
   trainer.set_position(step, micro, loss_sum, loss_count);
+  trainer.set_loss_scale_state(scale.scale, scale.good_steps, scale.skipped_steps);
   if constexpr (requires { trainer.from_host(); }) trainer.from_host();
   return meta;
 }

@@ -5,10 +5,14 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "reason/core/cuda_check.hpp"
 #include "reason/core/device_buffer.hpp"
 #include "reason/kernels/adamw.cuh"
 #include "reason/kernels/reduce.cuh"
+#include "reason/train/clip.hpp"
 #include "reason/train/gpu_train_buffers.hpp"
 
 namespace reason::gpu {
@@ -68,10 +72,27 @@ void TrainBuffers<Opt>::zero_grads() {
   REASON_CUDA_CHECK(cudaMemsetAsync(dev_->grads.data(), 0, dev_->grads.size() * sizeof(float), stream_));
 }
 
+namespace detail {
+__global__ void scale_grads_kernel(float* __restrict__ g, std::uint64_t n, float factor) {
+  for (std::uint64_t i = blockIdx.x * std::uint64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::uint64_t{gridDim.x} * blockDim.x)
+    g[i] *= factor;
+}
+}  // namespace detail
+
 template <class Opt>
-double TrainBuffers<Opt>::clip_grad_norm(double max_norm) {
-  return dev_->norm.template clip_grad_norm<float>(std::span<float>(dev_->grads.data(), dev_->grads.size()), max_norm,
-                                                   stream_);
+double TrainBuffers<Opt>::clip_grad_norm(double max_norm, double unscale) {
+  const std::span<float> g(dev_->grads.data(), dev_->grads.size());
+  // Without loss scaling the clip decision stays on the device (no round trip before the scale).
+  if (unscale == 1.0) return dev_->norm.template clip_grad_norm<float>(g, max_norm, stream_);
+  const double norm = dev_->norm.template norm<float>(std::span<const float>(g), stream_) * unscale;
+  const double factor = train::clip_factor(norm, max_norm, unscale);
+  if (factor != 1.0 && !g.empty()) {
+    const auto blocks = static_cast<unsigned>(std::min<std::size_t>((g.size() + 255) / 256, std::size_t{1} << 16));
+    detail::scale_grads_kernel<<<blocks, 256, 0, stream_>>>(g.data(), g.size(), static_cast<float>(factor));
+    REASON_CUDA_CHECK(cudaGetLastError());
+  }
+  return norm;
 }
 
 template <class Opt>

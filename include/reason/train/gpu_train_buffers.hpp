@@ -5,6 +5,8 @@
 // cudaMalloc'd, with the loop's operations as device work on one stream:
 //   zero_grads      cudaMemsetAsync;
 //   clip_grad_norm  gpu::GradNorm (squares summed in double, as the host does) — waits for the stream;
+//                   with an unscale factor (loss scaling) the norm comes back first and the factor,
+//                   train::clip_factor as on the host, is applied by one more pass;
 //   step            gpu::adamw_update in the host optimizer's double arithmetic, so given the same
 //                   gradients a step moves the parameters exactly as optim::AdamW::step does;
 //   reset_reference a device-to-device copy.
@@ -52,8 +54,9 @@ class TrainBuffers {
   [[nodiscard]] const float* reference() const;
 
   void zero_grads();
-  /// Scales the gradients to a global L2 norm of at most max_norm (<= 0: never); the norm before.
-  double clip_grad_norm(double max_norm);
+  /// Multiplies the gradients by `unscale` (1/S under loss scaling) and scales them to a global L2
+  /// norm of at most max_norm (<= 0: never); the unscaled norm before clipping.
+  double clip_grad_norm(double max_norm, double unscale = 1.0);
   void step(const Opt& opt, double lr, std::int64_t t);
   /// reference <- params.
   void reset_reference();

@@ -7,7 +7,7 @@
 // gpu::TrainBuffers (train/gpu_train_buffers.hpp, the same member functions on device memory):
 //
 //   params() / grads() / reference()      what the model reads and writes (host or device pointers)
-//   zero_grads(), clip_grad_norm(max), step(opt, lr, t), reset_reference()
+//   zero_grads(), clip_grad_norm(max, unscale), step(opt, lr, t), reset_reference()
 //   host_params() / host_grads() / host_reference() / host_state()
 //                                         host spans for checkpoints; on a device they are mirrors,
 //                                         valid after to_host(), uploaded by from_host()
@@ -48,8 +48,11 @@ class HostTrainBuffers {
   [[nodiscard]] const T* reference() const { return reference_.data(); }
 
   void zero_grads() { std::fill(grads_.begin(), grads_.end(), T(0)); }
-  /// Scales the gradients to a global L2 norm of at most max_norm (<= 0: never); the norm before.
-  double clip_grad_norm(double max_norm) { return train::clip_grad_norm<T>(std::span<T>(grads_), max_norm); }
+  /// Multiplies the gradients by `unscale` (1/S under loss scaling) and scales them to a global L2
+  /// norm of at most max_norm (<= 0: never); the unscaled norm before clipping.
+  double clip_grad_norm(double max_norm, double unscale = 1.0) {
+    return train::clip_grad_norm<T>(std::span<T>(grads_), max_norm, unscale);
+  }
   void step(const Opt& opt, double lr, std::int64_t t) {
     opt.step(*layout_, std::span<T>(params_), std::span<const T>(grads_), std::span<T>(state_), lr, t);
   }

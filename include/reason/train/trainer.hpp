@@ -13,11 +13,18 @@
 // accumulating k micro-batches equals one batch k times larger. Then global-norm clipping,
 // the learning rate of the schedule, and the optimizer update — and, for an MoE model, the
 // gates' balancing update on the step's expert load.
+//
+// Loss scaling (train/loss_scale.hpp; on by default for a precision policy that asks for it,
+// precision::Fp16): the seed gradient is multiplied by S, the gradients are divided by S before
+// clipping, and a step whose gradients are not finite is skipped (StepStats::skipped) instead of
+// being an error: the parameters, the optimizer state and AdamW's step count t stay as they were,
+// S backs off, and the run goes on with the next step's data.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <vector>
@@ -25,6 +32,7 @@
 #include "reason/core/error.hpp"
 #include "reason/optim/concepts.hpp"
 #include "reason/train/clip.hpp"
+#include "reason/train/loss_scale.hpp"
 #include "reason/train/schedule.hpp"
 #include "reason/train/token_batch.hpp"
 #include "reason/train/train_buffers.hpp"
@@ -39,12 +47,14 @@ struct TrainConfig {
   double max_grad_norm = 1.0;   // <= 0 disables clipping
   CosineSchedule schedule{};
   std::uint64_t seed = 1;       // parameter initialisation
+  LossScaleConfig loss_scale{};  // dynamic loss scaling (by default: when the precision asks for it)
 
   void validate() const {
     REASON_CHECK(total_steps > 0 && micro_batches > 0 && batch > 0 && seq > 0, "TrainConfig: total_steps = ",
                  total_steps, ", micro_batches = ", micro_batches, ", batch = ", batch, ", seq = ", seq,
                  "; all must be > 0");
     schedule.validate();
+    loss_scale.validate();
   }
 };
 
@@ -54,7 +64,9 @@ struct StepStats {
   double loss = 0;        // mean over the step's target tokens
   index_t tokens = 0;     // target tokens in the step
   double lr = 0;
-  double grad_norm = 0;   // before clipping
+  double grad_norm = 0;   // before clipping (unscaled; not finite when skipped)
+  double loss_scale = 1;  // S the step's gradients were computed with (1 without loss scaling)
+  bool skipped = false;   // loss scaling found non-finite gradients: nothing was updated
 };
 
 /// Where a supervised run stands — the next step, how many of its micro-batches are done and
@@ -106,17 +118,25 @@ class RunPosition {
     loss_count_ += count;
     return ++micro_ >= cfg.micro_batches;
   }
-  /// The completed step's statistics once its gradient norm is known: throws, naming the step, when
-  /// the norm is not finite (the caller has not updated anything yet), else adds the schedule's lr.
-  [[nodiscard]] StepStats stats(double grad_norm, const TrainConfig& cfg, const char* who) const {
+  /// The completed step's statistics once its gradient norm is known (nothing when the loss scaler
+  /// skipped the step): throws, naming the step, when the norm is not finite (the caller has not
+  /// updated anything yet), else adds the schedule's lr.
+  [[nodiscard]] StepStats stats(std::optional<double> grad_norm, double loss_scale, const TrainConfig& cfg,
+                                const char* who) const {
     StepStats s;
     s.step = step_;
     s.tokens = loss_count_;
     s.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : 0.0;
-    s.grad_norm = grad_norm;
-    REASON_CHECK(std::isfinite(grad_norm), who, ": step ", step_, ": the gradient norm is ", grad_norm, " (loss ", s.loss,
-                 "); the parameters were left unchanged");
+    s.loss_scale = loss_scale;
     s.lr = cfg.schedule.lr(step_);
+    if (!grad_norm) {
+      s.skipped = true;
+      s.grad_norm = std::numeric_limits<double>::quiet_NaN();
+      return s;
+    }
+    s.grad_norm = *grad_norm;
+    REASON_CHECK(std::isfinite(s.grad_norm), who, ": step ", step_, ": the gradient norm is ", s.grad_norm, " (loss ",
+                 s.loss, "); the parameters were left unchanged");
     return s;
   }
   /// After the optimizer step: on to the next step.
@@ -154,13 +174,20 @@ class Trainer {
         opt_(optimizer),
         cfg_((config.validate(), config)),
         buf_(make_train_buffers<Buffers>(net, std::span<const T>(initialized_params<T>(net.layout(), config.seed)),
-                                         /*with_reference=*/false)) {
+                                         /*with_reference=*/false)),
+        scaler_(cfg_.loss_scale, loss_scaling_enabled<typename PrecisionOf<Net>::type>(cfg_.loss_scale)) {
     net_.reserve(cfg_.batch, cfg_.seq);
   }
 
   [[nodiscard]] const TrainConfig& config() const { return cfg_; }
   [[nodiscard]] Net& net() const { return net_; }
   [[nodiscard]] const Opt& optimizer() const { return opt_; }
+  /// The loss scale and its bookkeeping (scale() == 1 and never skipping when scaling is off).
+  [[nodiscard]] const DynamicLossScaler& loss_scaler() const { return scaler_; }
+  /// Restores the scaler's state (used by the checkpoint loader).
+  void set_loss_scale_state(double scale, std::int64_t good_steps, std::int64_t skipped) {
+    scaler_.set_state(scale, good_steps, skipped, "Trainer");
+  }
   /// The buffers as host spans (for a CUDA model: mirrors, valid after to_host(), uploaded by
   /// from_host(); the checkpoint functions call both).
   [[nodiscard]] std::span<T> params() { return buf_.host_params(); }
@@ -192,14 +219,17 @@ class Trainer {
   std::optional<StepStats> run_micro(const BatchSource& source) {
     const TokenBatch& b = pos_.batch(source, cfg_, "Trainer");
     if (pos_.micro() == 0) buf_.zero_grads();
+    const double loss_scale = scaler_.scale();
     const auto r = net_.forward(buf_.params(), buf_.grads(), b.tokens_view(), b.targets_view(),
-                                static_cast<T>(pos_.grad_scale()));
+                                static_cast<T>(pos_.grad_scale() * loss_scale));
     net_.backward(buf_.params(), buf_.grads());
     if (!pos_.add(r.loss_sum, r.count, cfg_)) return std::nullopt;
 
-    const StepStats s = pos_.stats(buf_.clip_grad_norm(cfg_.max_grad_norm), cfg_, "Trainer");
-    buf_.step(opt_, s.lr, s.step + 1);
-    // An MoE model's gates balance their experts on this step's load (moe::BiasBalance).
+    const StepStats s = pos_.stats(scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm), loss_scale, cfg_, "Trainer");
+    // AdamW's t counts the updates made, not the steps run: a skipped step made none.
+    if (!s.skipped) buf_.step(opt_, s.lr, s.step + 1 - scaler_.skipped_steps());
+    // An MoE model's gates balance their experts on this step's load (moe::BiasBalance; the load
+    // is a count of routed tokens, unaffected by the overflow that skips a step).
     if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
     pos_.next_step();
     return s;
@@ -216,6 +246,7 @@ class Trainer {
   Opt opt_;
   TrainConfig cfg_;
   Buffers buf_;
+  DynamicLossScaler scaler_;
   RunPosition pos_;
 };
 
