@@ -7,6 +7,7 @@
 // ("layers.3.attn.qkv.weight") so checkpoints read like any safetensors model.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <span>
@@ -66,6 +67,30 @@ class ParamLayout {
     for (const auto& p : params_)
       if (p.name == name) return p;
     fail("ParamLayout: no parameter named '", name, "'");
+  }
+
+  /// The elements [first, first + count) of the flat buffer as a layout of their own: each tensor
+  /// they overlap, cut to the overlap, as a 1-D tensor "name[a:b]" at its offset minus `first`,
+  /// keeping its decay and trainable flags. What a ZeRO rank's optimizer steps over: an
+  /// element-wise optimizer (AdamW, SGD) given this layout and the slice of every buffer updates
+  /// exactly those elements as the whole layout's step would (parallel/zero.hpp).
+  [[nodiscard]] ParamLayout slice(std::size_t first, std::size_t count) const {
+    REASON_CHECK(first <= size_ && count <= size_ - first, "ParamLayout::slice: [", first, ", ", first + count,
+                 ") is outside the layout of ", size_, " elements");
+    ParamLayout out;
+    out.size_ = count;
+    const std::size_t last = first + count;
+    for (const ParamInfo& p : params_) {
+      const std::size_t lo = std::max(first, p.offset), hi = std::min(last, p.offset + p.numel);
+      if (lo >= hi) continue;
+      ParamInfo q = p;
+      q.name = p.name + "[" + std::to_string(lo - p.offset) + ":" + std::to_string(hi - p.offset) + "]";
+      q.shape = {static_cast<index_t>(hi - lo)};
+      q.offset = lo - first;
+      q.numel = hi - lo;
+      out.params_.push_back(std::move(q));
+    }
+    return out;
   }
 
   /// Initializes every tensor from its own Philox stream (stream = tensor index), so a

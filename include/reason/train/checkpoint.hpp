@@ -202,12 +202,17 @@ concept CheckpointTrainer = requires(Tr& t, const Tr& ct) {
 };
 
 /// Writes the trainer's complete state, plus `extra` metadata (keys must not collide), atomically.
+/// With a distributed parallelism policy (parallel::DataParallel, parallel::Zero) every rank calls
+/// it and rank 0 writes; the others must not read the file before a barrier.
 template <CheckpointTrainer Tr>
 void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const io::SafetensorsMetadata& extra = {}) {
   using T = typename Tr::T;
   using Net = std::remove_cvref_t<decltype(trainer.net())>;
   using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
   if constexpr (requires { trainer.to_host(); }) trainer.to_host();
+  // Under a distributed policy every rank calls this (to_host may gather shards) and one writes.
+  if constexpr (requires { trainer.checkpoint_writer(); })
+    if (!trainer.checkpoint_writer()) return;
   Net& net = trainer.net();
   const ParamLayout& layout = net.layout();
   io::SafetensorsMetadata meta;

@@ -13,7 +13,11 @@
 //                                         valid after to_host(), uploaded by from_host()
 //
 // Which one a model trains with is train_buffers_t<Net, Opt>: Net::train_buffers<Opt> when the
-// model names one (a CUDA model), HostTrainBuffers otherwise.
+// model names one (a CUDA model), HostTrainBuffers otherwise. A trainer's parallelism policy
+// (SingleProcess below, parallel::DataParallel, parallel::Zero) makes them, or buffers of its own
+// that add the collectives: a policy is `buffers<Net, T, Opt>` and `make_buffers<Opt>(net, initial,
+// with_reference)`, and its buffers may add sum_across_ranks(values) (the step's scalars summed
+// over the ranks) and after_backward() (called after every micro-batch's backward).
 #pragma once
 
 #include <algorithm>
@@ -110,5 +114,17 @@ Buffers make_train_buffers(const Net& net, std::span<const T> initial, bool with
   else
     return Buffers(net.layout(), initial, with_reference);
 }
+
+/// The parallelism policy of one process: a trainer's buffers are the model's own. (The others,
+/// parallel::DataParallel and parallel::Zero, make buffers that talk to the other ranks.)
+struct SingleProcess {
+  template <class Net, class T, class Opt>
+  using buffers = train_buffers_t<Net, T, Opt>;
+
+  template <class Opt, class Net, class T>
+  buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
+    return make_train_buffers<buffers<Net, T, Opt>>(net, initial, with_reference);
+  }
+};
 
 }  // namespace reason::train

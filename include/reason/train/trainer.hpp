@@ -112,6 +112,13 @@ class RunPosition {
   /// The loss scale of every micro-batch of the step: 1 / (target tokens in the whole step).
   [[nodiscard]] double grad_scale() const { return 1.0 / static_cast<double>(std::max<index_t>(1, step_tokens_)); }
 
+  /// Whether the current step's micro-batches are drawn (batch() draws them when they are not).
+  [[nodiscard]] bool drawn() const { return batches_step_ == step_; }
+  /// Target tokens in the whole step (what grad_scale() divides by); set_step_tokens replaces the
+  /// count, e.g. by the sum over data-parallel ranks.
+  [[nodiscard]] index_t step_tokens() const { return step_tokens_; }
+  void set_step_tokens(index_t n) { step_tokens_ = n; }
+
   /// Adds a finished micro-batch's loss; true when it completes the step's accumulation.
   bool add(double loss_sum, index_t count, const TrainConfig& cfg) {
     loss_sum_ += loss_sum;
@@ -157,7 +164,9 @@ class RunPosition {
   index_t step_tokens_ = 0;
 };
 
-template <class Net, class Opt>
+/// Par: the parallelism policy (train::SingleProcess; parallel::DataParallel<C>, parallel::Zero<Stage, C>
+/// run one trainer per rank, each on its own share of every step's batch).
+template <class Net, class Opt, class Par = SingleProcess>
 class Trainer {
   static_assert(optim::Optimizer<Opt>,
                 "train::Trainer<Net, Opt>: Opt must be an optimizer policy (e.g. optim::AdamW, optim::SgdMomentum)");
@@ -165,16 +174,17 @@ class Trainer {
  public:
   using T = typename Net::T;
 
-  /// Parameters, gradients and optimizer state: on the host, or a CUDA model's device buffers.
-  using Buffers = train_buffers_t<Net, T, Opt>;
+  /// Parameters, gradients and optimizer state: on the host or a CUDA model's device buffers, as
+  /// the parallelism policy makes them.
+  using Buffers = typename Par::template buffers<Net, T, Opt>;
 
   /// Starts from layout().initialize(seed) (on the host; a CUDA model gets the same values uploaded).
-  Trainer(Net& net, Opt optimizer, TrainConfig config)
+  Trainer(Net& net, Opt optimizer, TrainConfig config, const Par& parallel = {})
       : net_(net),
         opt_(optimizer),
         cfg_((config.validate(), config)),
-        buf_(make_train_buffers<Buffers>(net, std::span<const T>(initialized_params<T>(net.layout(), config.seed)),
-                                         /*with_reference=*/false)),
+        buf_(parallel.template make_buffers<Opt>(
+            net, std::span<const T>(initialized_params<T>(net.layout(), config.seed)), /*with_reference=*/false)),
         scaler_(cfg_.loss_scale, loss_scaling_enabled<typename PrecisionOf<Net>::type>(cfg_.loss_scale)) {
     net_.reserve(cfg_.batch, cfg_.seq);
   }
@@ -217,15 +227,25 @@ class Trainer {
   /// Runs the next micro-batch. When it completes the step's accumulation, clips, updates the
   /// parameters and returns the step's statistics; otherwise returns nothing.
   std::optional<StepStats> run_micro(const BatchSource& source) {
+    const bool fresh = !pos_.drawn();
     const TokenBatch& b = pos_.batch(source, cfg_, "Trainer");
+    if constexpr (distributed)  // every rank divides by the whole step's tokens, over all ranks
+      if (fresh) pos_.set_step_tokens(static_cast<index_t>(sum_across_ranks(static_cast<double>(pos_.step_tokens()))));
     if (pos_.micro() == 0) buf_.zero_grads();
     const double loss_scale = scaler_.scale();
     const auto r = net_.forward(buf_.params(), buf_.grads(), b.tokens_view(), b.targets_view(),
                                 static_cast<T>(pos_.grad_scale() * loss_scale));
     net_.backward(buf_.params(), buf_.grads());
+    if constexpr (requires { buf_.after_backward(); }) buf_.after_backward();
     if (!pos_.add(r.loss_sum, r.count, cfg_)) return std::nullopt;
 
-    const StepStats s = pos_.stats(scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm), loss_scale, cfg_, "Trainer");
+    StepStats s = pos_.stats(scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm), loss_scale, cfg_, "Trainer");
+    if constexpr (distributed) {  // the loss over every rank's tokens
+      double v[2] = {pos_.loss_sum(), static_cast<double>(pos_.loss_count())};
+      buf_.sum_across_ranks(std::span<double>(v));
+      s.tokens = static_cast<index_t>(v[1]);
+      s.loss = v[1] > 0 ? v[0] / v[1] : 0.0;
+    }
     // AdamW's t counts the updates made, not the steps run: a skipped step made none.
     if (!s.skipped) buf_.step(opt_, s.lr, s.step + 1 - scaler_.skipped_steps());
     // An MoE model's gates balance their experts on this step's load (moe::BiasBalance; the load
@@ -241,7 +261,23 @@ class Trainer {
       if (auto s = run_micro(source)) return *s;
   }
 
+  /// The buffers themselves (a parallelism policy's report: e.g. optimizer_state_bytes()).
+  [[nodiscard]] const Buffers& buffers() const { return buf_; }
+  /// Whether this process writes checkpoints: under a distributed policy only rank 0 does.
+  [[nodiscard]] bool checkpoint_writer() const {
+    if constexpr (requires { buf_.rank(); })
+      return buf_.rank() == 0;
+    else
+      return true;
+  }
+
  private:
+  static constexpr bool distributed = requires(Buffers& b, std::span<double> v) { b.sum_across_ranks(v); };
+  double sum_across_ranks(double x) {
+    buf_.sum_across_ranks(std::span<double>(&x, 1));
+    return x;
+  }
+
   Net& net_;
   Opt opt_;
   TrainConfig cfg_;
