@@ -19,9 +19,9 @@
 // examples/common/ffn_choice.hpp); the student is dense either way. An MoE build adds each SFT and
 // GRPO step's router statistics to its metrics line (examples/common/router_metrics.hpp).
 //
-// `--device cuda` runs every stage on a GPU (gpu::DenseTransformer in fp32, or bf16 with fp32
-// master weights: --precision bf16) in the dense multi_head build: training, rollouts with a device
-// KV cache, the frozen reference, evaluation and distillation; rewards are host code either way.
+// `--device cuda` runs every stage on a GPU (gpu::DenseTransformer in fp32, or bf16 / fp16 with fp32
+// master weights: --precision bf16 | fp16) in the dense multi_head build: training, rollouts with a
+// device KV cache, the frozen reference, evaluation and distillation; rewards are host code either way.
 //
 // Outputs in --out: metrics.jsonl (one whole line per step of every stage and per evaluation),
 // chart.svg (the curves), sft.safetensors, grpo.safetensors, student.safetensors (checkpoints;
@@ -51,8 +51,10 @@ int run_on_gpu(const r1::Options& o) {
   static_assert(std::is_same_v<r1::HostNet, r1::HostStudentNet>, "r1: the CUDA build's policy and student are dense");
   (void)gpu::require_device(0);  // before any output: no GPU, no pipeline
   using Bf16Net = gpu::DenseTransformer<32, precision::Bf16>;
+  using Fp16Net = gpu::DenseTransformer<32, precision::Fp16>;
   using Fp32Net = gpu::DenseTransformer<32, precision::Fp32>;
   if (o.precision == "bf16") return r1::Pipeline<Bf16Net, Bf16Net>(o).run();
+  if (o.precision == "fp16") return r1::Pipeline<Fp16Net, Fp16Net>(o).run();
   return r1::Pipeline<Fp32Net, Fp32Net>(o).run();
 #else
   (void)o;
@@ -77,8 +79,10 @@ int main(int argc, char** argv) try {
   app.add_option("--device", o.device, "cpu, or cuda: every stage on a GPU (dense multi_head build)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--precision", o.precision, "with --device cuda: fp32, or bf16 compute with fp32 master weights")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+  app.add_option("--precision", o.precision,
+                 "with --device cuda: fp32, or bf16 / fp16 compute with fp32 master weights (fp16: dynamic loss "
+                 "scaling)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
   app.add_option("--until", o.until, "last stage to run")->check(CLI::IsMember({"sft", "grpo", "eval", "distill", "quantize"}))
       ->capture_default_str();

@@ -65,7 +65,7 @@ using HostNet = model::Transformer<Attention,         // attention policy
 // The distilled student is always dense: DeepSeek-R1 §2.4 distils its MoE model into dense Qwen and
 // Llama models. (With the dense FFN choice it is the same type as HostNet.)
 using HostStudentNet = model::Transformer<Attention, ffn::SwiGLU, norm::RMSNorm, linear::Dense, precision::Fp32>;
-// `--device cuda` runs the same Pipeline with gpu::DenseTransformer<32, Fp32 | Bf16> as both
+// `--device cuda` runs the same Pipeline with gpu::DenseTransformer<32, Fp32 | Bf16 | Fp16> as both
 // (the dense multi_head build; main.cpp).
 using Optimizer = optim::AdamW;
 using R1Reward = reward::Weighted<reward::Weights{0.8f, 0.2f},  // R1 §2.2.2: accuracy and format rules
@@ -82,7 +82,7 @@ struct Options {
   std::uint64_t seed = 1234;
   std::string from = "sft", until = "quantize", checkpoint;
   std::string device = "cpu";     // cpu, or cuda (the dense multi_head build on a GPU)
-  std::string precision = "fp32";  // with cuda: fp32, or bf16 compute with fp32 master weights
+  std::string precision = "fp32";  // with cuda: fp32, or bf16 / fp16 compute with fp32 master weights
   ModelSize teacher;
   ModelSize student{.width = 96, .layers = 3, .heads = 3, .kv_heads = 3, .ffn = 256};
   index_t seq = 96;

@@ -90,6 +90,7 @@ int train_and_evaluate_on_gpu(const sft::Options& o) {
 #if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
   static_assert(Net::head_dim == 32 && !Net::routed, "sft: the CUDA build of sft is the dense multi_head model");
   if (o.precision == "bf16") return train_and_evaluate<gpu::DenseTransformer<32, precision::Bf16>>(o);
+  if (o.precision == "fp16") return train_and_evaluate<gpu::DenseTransformer<32, precision::Fp16>>(o);
   return train_and_evaluate<gpu::DenseTransformer<32, precision::Fp32>>(o);
 #else
   (void)o;

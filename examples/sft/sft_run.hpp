@@ -70,7 +70,7 @@ struct Options {
   int eval_per_level = 128;
   // backend
   std::string device = "cpu";     // cpu, or cuda (the dense multi_head model on a GPU)
-  std::string precision = "fp32";  // cuda: fp32 or bf16 (fp32 master weights)
+  std::string precision = "fp32";  // cuda: fp32, bf16 or fp16 (fp32 master weights)
   std::string out = "sft_out";
   std::string resume;
   std::string eval_jsonl;  // evaluate on these problems instead of generated ones
@@ -105,8 +105,10 @@ inline void add_options(CLI::App& app, Options& o) {
   app.add_option("--device", o.device, "cpu, or cuda: train and generate on a GPU (dense multi_head build)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
-  app.add_option("--precision", o.precision, "with --device cuda: fp32, or bf16 compute with fp32 master weights")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
+  app.add_option("--precision", o.precision,
+                 "with --device cuda: fp32, or bf16 / fp16 compute with fp32 master weights (fp16: dynamic loss "
+                 "scaling)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
 }
 

@@ -21,16 +21,18 @@
 // trainable tensors and the guard elements around each buffer must keep their bits.
 //
 // Norm: gpu::GradNorm against sqrt(kernels::sum_squares) (the host's double sum) for sizes 0 ..
-// 10^7 + 1, pointers at offsets 0..3, fp32 and bf16: |norm_dev - norm_host| <= 1e-9 norm_host
+// 10^7 + 1, pointers at offsets 0..3, fp32, bf16 and fp16: |norm_dev - norm_host| <= 1e-9 norm_host
 // (both sums are of non-negative doubles: each is within ~1e-12 relative of the exact sum);
 // the same norm, bit for bit, on a second run. Clip: with max_norm below the norm the gradients
-// must equal, bit for bit, g * float(max_norm / (norm_dev + 1e-6)) (bf16: rounded back to bf16),
+// must equal, bit for bit, g * float(max_norm / (norm_dev + 1e-6)) (bf16 / fp16: rounded back by the
+// host's reason::bf16 / reason::fp16, which must agree with the device's rounding bit for bit),
 // and fp32 within 1e-6 relative of train::clip_grad_norm; with max_norm above the norm or <= 0,
 // untouched. inf gradients: norm inf, clipped to +-0 (inf -> NaN) as on the host; a NaN: norm NaN,
 // nothing scaled.
 // Bad arguments (sizes, null pointers, t, betas) are checked on every machine, GPU or not.
 // Exit status: 0 pass, 1 a check failed, 77 no GPU (CTest: skipped), 2 an unexpected error.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cmath>
 #include <cstdio>
@@ -73,27 +75,16 @@ void expect_error(F&& f, const std::string& needle, const std::string& what) {
 constexpr float nan_f = std::numeric_limits<float>::quiet_NaN();
 constexpr float inf_f = std::numeric_limits<float>::infinity();
 
-// bf16 on the host (reason::bf16) and the device (__nv_bfloat16) share their bits.
-__nv_bfloat16 to_nv(bf16 b) {
-  __nv_bfloat16_raw raw;
-  raw.x = b.bits;
-  return __nv_bfloat16(raw);
-}
-bf16 from_nv(__nv_bfloat16 x) { return bf16::from_bits(static_cast<__nv_bfloat16_raw>(x).x); }
-/// The value the gradient type G holds for x, widened to float (exact for bf16), and its G encoding.
+// bf16 / fp16 on the host (reason::bf16, reason::fp16) and the device (__nv_bfloat16, __half) share
+// their bits: test::from_float / to_float convert through the host types.
+/// The value the gradient type G holds for x, widened to float (exact for bf16 and fp16), and its G encoding.
 template <class G>
 float representable(float x) {
-  if constexpr (std::is_same_v<G, float>)
-    return x;
-  else
-    return static_cast<float>(bf16(x));
+  return test::to_float(test::from_float<G>(x));
 }
 template <class G>
 G encode(float x) {
-  if constexpr (std::is_same_v<G, float>)
-    return x;
-  else
-    return to_nv(bf16(x));
+  return test::from_float<G>(x);
 }
 template <class T>
 bool same_bits(const T& a, const T& b) {
@@ -101,7 +92,7 @@ bool same_bits(const T& a, const T& b) {
 }
 template <class T>
 const char* type_name() {
-  return std::is_same_v<T, float> ? "fp32" : (std::is_same_v<T, double> ? "double" : "bf16");
+  return std::is_same_v<T, double> ? "double" : test::storage_name<T>();
 }
 
 /// A device buffer of `n` elements at element offset `off`, with guard elements around it that
@@ -138,7 +129,7 @@ class Padded {
     if constexpr (std::is_same_v<T, float>)
       return -7777.25f;
     else
-      return to_nv(bf16::from_bits(0x4242));
+      return test::from_float<T>(48.5f);  // bf16 0x4242, fp16 0x5210: exact in both
   }
   std::size_t n_, off_;
   std::vector<T> image_;
@@ -383,18 +374,15 @@ void make_grads(std::size_t n, double scale, std::uint64_t seed, std::vector<flo
 }
 template <class T>
 float widen(T x) {
-  if constexpr (std::is_same_v<T, float>)
-    return x;
-  else
-    return static_cast<float>(from_nv(x));
+  return test::to_float(x);
 }
-/// What the host's clip makes of x with factor f (float), in T.
+/// What the host's clip makes of x with factor f (float), in T (rounded by the host's reason::bf16 / fp16).
 template <class T>
 T scaled(T x, float f) {
   if constexpr (std::is_same_v<T, float>)
     return x * f;
   else
-    return to_nv(bf16(widen(x) * f));
+    return test::from_float<T>(widen(x) * f);
 }
 
 template <class T>
@@ -571,6 +559,7 @@ int main() {
     adamw_suite<__nv_bfloat16, float>(seed, stream);
     norm_suite<float>(seed, stream);
     norm_suite<__nv_bfloat16>(seed, stream);
+    norm_suite<__half>(seed, stream);
     std::printf("%s\n", failures ? "FAILED" : "passed");
     return failures ? 1 : 0;
   } catch (const std::exception& e) {

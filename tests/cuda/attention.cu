@@ -1,10 +1,10 @@
 // The flash attention kernels (kernels/attention.cuh) against the host kernels
 // (kernels/attention.hpp) computed in double on the same inputs rounded to the storage type.
 //
-// Cases: fp32 and bf16 storage; D 32, 64, 128; causal and not; MHA (H 4 = Hkv) and GQA (H 8,
+// Cases: fp32, bf16 and fp16 storage; D 32, 64, 128; causal and not; MHA (H 4 = Hkv) and GQA (H 8,
 // Hkv 2); T 1, 37, 200 (not multiples of any tile) and 513, 64, 128 for some; B 2; q, k, v and
 // dq, dk, dv as strided column blocks of one fused [B, T, H + 2 Hkv + 1, D] buffer whose last head
-// is padding the kernels must not touch (out has a padding head too); a bf16 buffer offset by one
+// is padding the kernels must not touch (out has a padding head too); a 16-bit buffer offset by one
 // element (not 16-byte aligned: the SIMT fallback); the decode step for len 1, 100, 1000 against
 // kernels::attention_decode; bitwise-identical repeats of forward, backward and decode; and the
 // argument errors (checked before the GPU test, so they run on any machine). The "uniform" cases
@@ -12,19 +12,23 @@
 // or two: a wrongly masked key on any row (the causal diagonal, the end of the sequence inside a
 // tile) is caught there even where the general bound below would absorb it on a long row.
 //
-// Error bounds (u = 2^-24, the fp32 unit roundoff; r = 2^-8, bf16's; all in natural-log units).
+// Error bounds (u = 2^-24, the fp32 unit roundoff; r = 2^-8 for bf16, 2^-11 for fp16, the 16-bit
+// type's; all in natural-log units).
 // Scores: each s_tu = q_t . k_u / sqrt(D) is an fp32 dot product of exactly representable
-// products (bf16 products are exact in fp32), so |ds_tu| <= gs a_tu with a_tu = sum_d |q k| /
-// sqrt(D) and gs = 2 (D + 16) u (a sequential sum has D u; twice that covers the tensor cores'
-// blocked accumulation and truncation). Each probability p_u = 2^(s_u log2(e)/sqrt(D) - m) is
-// then relatively off by
+// products (bf16 and fp16 products are exact in fp32), so |ds_tu| <= gs a_tu with
+// a_tu = sum_d |q k| / sqrt(D) and gs = 2 (D + 16) u (a sequential sum has D u; twice that covers
+// the tensor cores' blocked accumulation and truncation). Each probability
+// p_u = 2^(s_u log2(e)/sqrt(D) - m) is then relatively off by
 //     delta_u = gs a_u + 8 u (|s_u| + |s_max| + 1)
 // (rounding of the log2-scaled score, the running max and the fp32 argument; exp2 within 2 ulp);
 // the running max itself cancels between numerator and denominator. Sums of n terms in fp32
 // (O, l, dV, dK, dQ accumulations, the per-tile rescaling) add ga = (n + 32) u relative to the sum
-// of the absolute terms. Writing rp = r on the tensor-core path (P and dS rounded to bf16 as the
-// A operand), 0 otherwise, and ro = r for bf16 storage (the final rounding of each output):
-//   out_td : S1 (2 max_u delta_u + rp + 2 ga) + ro |out|,   S1 = sum_u p_u |v_ud|;
+// of the absolute terms. Writing rp = r on the tensor-core path (P and dS rounded to the 16-bit type
+// as the A operand), 0 otherwise, and ro = r for 16-bit storage (the final rounding of each output);
+// fp16 also rounds values below its smallest normal 2^-14 absolutely, by up to pa = 2^-25 (P and dS
+// on the tensor-core path) and oa = 2^-25 (outputs); both are 0 for bf16 and fp32:
+//   out_td : S1 (2 max_u delta_u + rp + 2 ga) + pa S0 / l + ro |out| + oa,   S1 = sum_u p_u |v_ud|,
+//            S0 = sum_u |v_ud|, l = exp(lse_t - max_u s_tu) >= 1 (P is rounded relative to the row max);
 //   lse_t  : max_u delta_u + ga + 8 u (|lse| + |s_max| + 1 + log n);
 //   backward, per visible (t, u): P recomputed from the device's lse is off by
 //            dP_tu = gs a_tu + L_t + 8 u (|s_tu| + |lse_t| + 1)   (L_t the lse bound above);
@@ -32,9 +36,9 @@
 //            device's out, as a training step passes it) by sum_d |dout_td| |out'_td - out_td|
 //            + gs sum_d |dout out|;
 //            ds_tu = p (dp - delta) by w_tu = p (e_dp + e_delta) + |ds| dP + 3 u p (|dp| + |delta|),
-//            and by w_tu (1 + rp) + rp |ds| once rounded for the tensor cores; then
-//   dv_ud  : sum_t [p (dP + rp) + ga p] |dout_td| + ro |dv|;
-//   dk_ud  : scale sum_t [w' + ga |ds|] |q_td| + ro |dk|;     dq_td likewise with |k_ud|;
+//            and by w_tu (1 + rp) + rp |ds| + pa once rounded for the tensor cores; then
+//   dv_ud  : sum_t [p (dP + rp) + pa + ga p] |dout_td| + ro |dv| + oa;
+//   dk_ud  : scale sum_t [w' + ga |ds|] |q_td| + ro |dk| + oa;     dq_td likewise with |k_ud|;
 // sums over t run over the kv head's group of query heads for dk, dv. Every bound is then
 // multiplied by 1.25. These are worst-case bounds: the measured errors (printed as the largest
 // error / bound, and the largest error relative to the tensor's largest reference value) are far
@@ -42,6 +46,7 @@
 // element, not a rounding, and does not fit.
 // Exit status: 0 pass, 1 a check failed, 77 no GPU (CTest: skipped), 2 an unexpected error.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -67,20 +72,24 @@ using reason::index_t;
 using reason::Philox;
 using reason::View;
 using bf = __nv_bfloat16;
+using f16 = __half;
 
 namespace {
 
 int failures = 0;
 constexpr double u32 = 0x1p-24;  // fp32 unit roundoff
-constexpr double ubf = 0x1p-8;   // bf16 unit roundoff (8 significant bits)
 constexpr double kSafety = 1.25;
 
 template <class T>
-constexpr bool is_bf = std::is_same_v<T, bf>;
-template <class T>
 const char* type_name() {
-  return is_bf<T> ? "bf16" : "fp32";
+  return reason::test::storage_name<T>();
 }
+/// The rounding of T: relative (half an ulp: bf16 2^-8, fp16 2^-11, fp32 0 — its values are the
+/// fp32 results) and absolute below fp16's smallest normal (2^-25; 0 otherwise).
+template <class T>
+constexpr double round_rel = reason::test::StorageRounding<T>::rel;
+template <class T>
+constexpr double round_abs = reason::test::StorageRounding<T>::abs;
 
 using reason::test::from_float;
 using reason::test::to_float;
@@ -180,10 +189,17 @@ struct Reference {
   std::vector<double> b_out, b_lse, b_dq, b_dk, b_dv;  // bounds, same layouts
 };
 
+/// Roundings (see the header): rp, pa of P and dS on the tensor-core path (relative, absolute),
+/// ro, oa of the stored outputs.
+struct Roundings {
+  double rp = 0, pa = 0, ro = 0, oa = 0;
+};
+
 /// Host arrays: q [B,T,H,D], k, v [B,T,Hkv,D], dout [B,T,H,D] (contiguous, double, the stored values).
 Reference reference(const Case& c, const std::vector<double>& q, const std::vector<double>& k,
                     const std::vector<double>& v, const std::vector<double>& dout, const std::vector<double>& out_dev,
-                    double rp, double ro) {
+                    const Roundings& rd) {
+  const double rp = rd.rp, pa = rd.pa, ro = rd.ro, oa = rd.oa;
   const index_t B = c.B, Tn = c.T, H = c.H, Hkv = c.Hkv, D = c.D, G = H / Hkv;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const double gs = 2.0 * static_cast<double>(D + 16) * u32;
@@ -253,11 +269,14 @@ Reference reference(const Case& c, const std::vector<double>& q, const std::vect
         // out bounds, then delta (exact) and its error from the device's out.
         double dl = 0, ed = 0;
         for (index_t d = 0; d < D; ++d) {
-          double s1 = 0;
-          for (index_t uu = 0; uu < n; ++uu) s1 += p[t * Tn + uu] * std::abs(v[ki(b, uu, g, d)]);
+          double s1 = 0, s0 = 0;
+          for (index_t uu = 0; uu < n; ++uu) {
+            s1 += p[t * Tn + uu] * std::abs(v[ki(b, uu, g, d)]);
+            s0 += std::abs(v[ki(b, uu, g, d)]);
+          }
           const std::size_t e = qi(b, t, h, d);
-          const double b0 = kSafety * s1 * (2 * dmax + rp + 2 * ga);
-          r.b_out[e] = b0 + ro * (std::abs(r.out[e]) + b0) + 1e-30;
+          const double b0 = kSafety * (s1 * (2 * dmax + rp + 2 * ga) + pa * std::exp(mx - lse) * s0);
+          r.b_out[e] = b0 + ro * (std::abs(r.out[e]) + b0) + oa + 1e-30;
           dl += dout[e] * r.out[e];
           ed += std::abs(dout[e]) * std::abs(out_dev[e] - r.out[e]) + gs * std::abs(dout[e] * r.out[e]);
         }
@@ -272,9 +291,9 @@ Reference reference(const Case& c, const std::vector<double>& q, const std::vect
           const double pp = p[t * Tn + uu], ds = pp * (dp - dl);
           const double dP = gs * a[t * Tn + uu] + lam[t] + 8 * u32 * (std::abs(s[t * Tn + uu]) + std::abs(lse) + 1);
           const double wds = pp * (gs * adp + ed) + std::abs(ds) * dP + 3 * u32 * pp * (std::abs(dp) + std::abs(dl));
-          w[t * Tn + uu] = wds * (1 + rp) + rp * std::abs(ds) + gag * std::abs(ds);
+          w[t * Tn + uu] = wds * (1 + rp) + rp * std::abs(ds) + pa + gag * std::abs(ds);
           ads[t * Tn + uu] = std::abs(ds);
-          pd[t * Tn + uu] = pp * (dP + rp) * 1.01 + gag * pp;
+          pd[t * Tn + uu] = pp * (dP + rp) * 1.01 + pa + gag * pp;
         }
       }
       // dq_td, and the partial dk_u, dv_u of this head.
@@ -285,7 +304,7 @@ Reference reference(const Case& c, const std::vector<double>& q, const std::vect
           for (index_t uu = 0; uu < n; ++uu) bq += w[t * Tn + uu] * std::abs(k[ki(b, uu, g, d)]);
           const std::size_t e = qi(b, t, h, d);
           const double b0 = kSafety * scale * bq;
-          r.b_dq[e] = b0 + ro * (std::abs(r.dq[e]) + b0) + 1e-30;
+          r.b_dq[e] = b0 + ro * (std::abs(r.dq[e]) + b0) + oa + 1e-30;
         }
       }
       for (index_t uu = 0; uu < Tn; ++uu)
@@ -311,8 +330,8 @@ Reference reference(const Case& c, const std::vector<double>& q, const std::vect
           }
           const std::size_t e = ki(b, uu, g, d);
           const double k0 = kSafety * bk, v0 = kSafety * bv;
-          r.b_dk[e] = k0 + (ro + u32) * (std::abs(r.dk[e]) + k0) + 1e-30;
-          r.b_dv[e] = v0 + ro * (std::abs(r.dv[e]) + v0) + 1e-30;
+          r.b_dk[e] = k0 + (ro + u32) * (std::abs(r.dk[e]) + k0) + oa + 1e-30;
+          r.b_dv[e] = v0 + ro * (std::abs(r.dv[e]) + v0) + oa + 1e-30;
         }
   return r;
 }
@@ -390,15 +409,15 @@ void attention_case(dev::Stream& st, dev::FlashAttentionWorkspace& ws, const Cas
   const auto grad1 = run_backward();
   const bool bwd_repeat = same_bits(grad1, run_backward());
 
-  const bool aligned = off % 8 == 0;
-  const double rp = is_bf<T> && aligned ? ubf : 0.0, ro = is_bf<T> ? ubf : 0.0;
+  const bool tensor_cores = off % 8 == 0 && !std::is_same_v<T, float>;  // aligned 16-bit: the mma kernels
+  const Roundings rd{tensor_cores ? round_rel<T> : 0.0, tensor_cores ? round_abs<T> : 0.0, round_rel<T>, round_abs<T>};
   std::vector<double> out_dev(q.size());
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < Tn; ++t)
       for (index_t h = 0; h < H; ++h)
         for (index_t d = 0; d < D; ++d)
           out_dev[((b * Tn + t) * H + h) * D + d] = to_float(out1[off + ((b * Tn + t) * Wo + h) * D + d]);
-  const Reference r = reference(c, q, k, v, dout, out_dev, rp, ro);
+  const Reference r = reference(c, q, k, v, dout, out_dev, rd);
 
   const std::string name =
       label("%s D %lld T %lld H %lld Hkv %lld %s%s%s", type_name<T>(), static_cast<long long>(D),
@@ -442,10 +461,10 @@ void attention_case(dev::Stream& st, dev::FlashAttentionWorkspace& ws, const Cas
     rq.require(same_bits(grad1[i], sentinel), "dqkv written before its start");
   }
   if (c.uniform) {
-    // q = 0: every visible score is exactly 0, every p exactly 1 (also as bf16), l the exact count of
-    // visible keys and O the exact count of visible keys u with u mod D = d, so out = O / l has one
-    // fp32 rounding (two with the reciprocal) and bf16 one more; lse = ln(n) within a few ulps. The
-    // bounds allow 8 u (in case the exp2 of 0 were not exactly 1); a key masked wrongly — one too
+    // q = 0: every visible score is exactly 0, every p exactly 1 (also as bf16 / fp16), l the exact
+    // count of visible keys and O the exact count of visible keys u with u mod D = d, so out = O / l has
+    // one fp32 rounding (two with the reciprocal) and a 16-bit type one more; lse = ln(n) within a few
+    // ulps. The bounds allow 8 u (in case the exp2 of 0 were not exactly 1); a key masked wrongly — one too
     // many or too few on any row — changes O or l by 1, a relative change of at least 1 / T.
     Report ex(name + " out and lse exact");
     for (index_t b = 0; b < B; ++b)
@@ -453,7 +472,8 @@ void attention_case(dev::Stream& st, dev::FlashAttentionWorkspace& ws, const Cas
         for (index_t h = 0; h < H; ++h)
           for (index_t d = 0; d < D; ++d) {
             const double ref = r.out[((b * Tn + t) * H + h) * D + d];
-            ex.add(to_float(out1[off + ((b * Tn + t) * Wo + h) * D + d]), ref, (ro + 8 * u32) * std::abs(ref));
+            ex.add(to_float(out1[off + ((b * Tn + t) * Wo + h) * D + d]), ref,
+                   (rd.ro + 8 * u32) * std::abs(ref) + rd.oa);
           }
     for (std::size_t i = 0; i < lse1.size(); ++i) ex.add(lse1[i], r.lse[i], 4 * u32 * std::abs(r.lse[i]) + 8 * u32);
     ex.finish();
@@ -511,7 +531,7 @@ void decode_case(dev::Stream& st, index_t B, index_t H, index_t Hkv, index_t D, 
                    static_cast<long long>(S), offset ? " (unaligned)" : ""));
   const index_t G = H / Hkv;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D)), gs = 2.0 * static_cast<double>(D + 16) * u32;
-  const double ga = (static_cast<double>(len) + 32) * u32, ro = is_bf<T> ? ubf : 0.0;
+  const double ga = (static_cast<double>(len) + 32) * u32, ro = round_rel<T>, oa = round_abs<T>;
   for (index_t b = 0; b < B; ++b)
     for (index_t h = 0; h < H; ++h) {
       const index_t g = h / G;
@@ -536,7 +556,7 @@ void decode_case(dev::Stream& st, index_t B, index_t H, index_t Hkv, index_t D, 
           s1 += std::exp(s[uu] - mx) / sum * std::abs(v[((b * S + uu) * Hkv + g) * D + d]);
         const std::size_t e = static_cast<std::size_t>((b * H + h) * D + d);
         const double b0 = kSafety * s1 * (2 * dmax + 2 * ga);
-        rep.add(to_float(got[e + offset]), out[e], b0 + ro * (std::abs(out[e]) + b0) + 1e-30);
+        rep.add(to_float(got[e + offset]), out[e], b0 + ro * (std::abs(out[e]) + b0) + oa + 1e-30);
       }
     }
   for (index_t i = 0; i < offset; ++i) rep.require(same_bits(got[i], sentinel), "out written before its start");
@@ -545,31 +565,32 @@ void decode_case(dev::Stream& st, index_t B, index_t H, index_t Hkv, index_t D, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Timing (informational): bf16, D 128, the forward's and backward's FLOP rates.
+// Timing (informational): bf16 and fp16, the forward's and backward's FLOP rates.
 
+template <class T>
 void timing(dev::Stream& st, index_t B, index_t Tn, index_t H, index_t D, bool causal) {
   const index_t W = 3 * H;
   const std::size_t n = static_cast<std::size_t>(B * Tn * W * D);
-  std::vector<bf> h(n);  // a cheap hash in [-1, 1): these inputs only need to be finite
+  std::vector<T> h(n);  // a cheap hash in [-1, 1): these inputs only need to be finite
   for (std::size_t i = 0; i < n; ++i)
-    h[i] = from_float<bf>(static_cast<float>((static_cast<std::uint32_t>(i) * 2654435761u) >> 8) * 0x1p-23f - 1.0f);
-  Dev<bf> qkv(h), grad(h), out(std::vector<bf>(static_cast<std::size_t>(B * Tn * H * D))),
-      dout(std::vector<bf>(out.buf.size()));
+    h[i] = from_float<T>(static_cast<float>((static_cast<std::uint32_t>(i) * 2654435761u) >> 8) * 0x1p-23f - 1.0f);
+  Dev<T> qkv(h), grad(h), out(std::vector<T>(static_cast<std::size_t>(B * Tn * H * D))),
+      dout(std::vector<T>(out.buf.size()));
   dev::DeviceBuffer<float> lse(static_cast<std::size_t>(B * H * Tn));
   dev::FlashAttentionWorkspace ws;
   const index_t s0 = Tn * W * D, s1 = W * D;
-  const auto qv = view<const bf, 4>(qkv.p(), {B, Tn, H, D}, {s0, s1, D, 1});
-  const auto kv = view<const bf, 4>(qkv.p() + H * D, {B, Tn, H, D}, {s0, s1, D, 1});
-  const auto vv = view<const bf, 4>(qkv.p() + 2 * H * D, {B, Tn, H, D}, {s0, s1, D, 1});
-  const auto ov = View<bf, 4>(out.p(), {B, Tn, H, D});
+  const auto qv = view<const T, 4>(qkv.p(), {B, Tn, H, D}, {s0, s1, D, 1});
+  const auto kv = view<const T, 4>(qkv.p() + H * D, {B, Tn, H, D}, {s0, s1, D, 1});
+  const auto vv = view<const T, 4>(qkv.p() + 2 * H * D, {B, Tn, H, D}, {s0, s1, D, 1});
+  const auto ov = View<T, 4>(out.p(), {B, Tn, H, D});
   const auto lv = View<float, 3>(lse.data(), {B, H, Tn});
-  const auto fwd = [&] { dev::flash_attention_forward<bf>(qv, kv, vv, causal, ov, lv, st.get()); };
+  const auto fwd = [&] { dev::flash_attention_forward<T>(qv, kv, vv, causal, ov, lv, st.get()); };
   const auto bwd = [&] {
-    dev::flash_attention_backward<bf>(ws, qv, kv, vv, View<const bf, 4>(ov), View<const float, 3>(lv),
-                                      View<const bf, 4>(dout.p(), {B, Tn, H, D}), causal,
-                                      view<bf, 4>(grad.p(), {B, Tn, H, D}, {s0, s1, D, 1}),
-                                      view<bf, 4>(grad.p() + H * D, {B, Tn, H, D}, {s0, s1, D, 1}),
-                                      view<bf, 4>(grad.p() + 2 * H * D, {B, Tn, H, D}, {s0, s1, D, 1}), st.get());
+    dev::flash_attention_backward<T>(ws, qv, kv, vv, View<const T, 4>(ov), View<const float, 3>(lv),
+                                      View<const T, 4>(dout.p(), {B, Tn, H, D}), causal,
+                                      view<T, 4>(grad.p(), {B, Tn, H, D}, {s0, s1, D, 1}),
+                                      view<T, 4>(grad.p() + H * D, {B, Tn, H, D}, {s0, s1, D, 1}),
+                                      view<T, 4>(grad.p() + 2 * H * D, {B, Tn, H, D}, {s0, s1, D, 1}), st.get());
   };
   const double flops = 4.0 * static_cast<double>(B * H) * static_cast<double>(Tn) * static_cast<double>(Tn) *
                        static_cast<double>(D) * (causal ? 0.5 : 1.0);
@@ -584,10 +605,10 @@ void timing(dev::Stream& st, index_t B, index_t Tn, index_t H, index_t D, bool c
   };
   const double tf = time(fwd), tb = time(bwd);
   std::printf(
-      "timing bf16 B %lld T %lld H %lld D %lld %s: forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s "
+      "timing %s B %lld T %lld H %lld D %lld %s: forward %.3f ms (%.0f TFLOP/s), backward %.3f ms (%.0f TFLOP/s "
       "counting 2.5x the forward's FLOPs)\n",
-      static_cast<long long>(B), static_cast<long long>(Tn), static_cast<long long>(H), static_cast<long long>(D),
-      causal ? "causal" : "full", tf, flops / tf * 1e-9, tb, 2.5 * flops / tb * 1e-9);
+      type_name<T>(), static_cast<long long>(B), static_cast<long long>(Tn), static_cast<long long>(H),
+      static_cast<long long>(D), causal ? "causal" : "full", tf, flops / tf * 1e-9, tb, 2.5 * flops / tb * 1e-9);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,6 +630,9 @@ void argument_errors() {
   const auto fv = [&](index_t b, index_t t, index_t h, index_t d) { return View<float, 4>(fp, {b, t, h, d}); };
   const auto cfv = [&](index_t b, index_t t, index_t h, index_t d) { return View<const float, 4>(fp, {b, t, h, d}); };
   const View<float, 3> lse(fp, {2, 8, 4});
+  auto* hp = reinterpret_cast<f16*>(std::uintptr_t{4096});
+  const auto hv = [&](index_t b, index_t t, index_t h, index_t d) { return View<f16, 4>(hp, {b, t, h, d}); };
+  const auto chv = [&](index_t b, index_t t, index_t h, index_t d) { return View<const f16, 4>(hp, {b, t, h, d}); };
   dev::FlashAttentionWorkspace ws;  // empty: nothing is allocated before the checks pass
   expect_error(
       [&] {
@@ -618,6 +642,13 @@ void argument_errors() {
       "gpu::flash_attention_forward: q has head dimension 80 (shape [2, 4, 2, 80]); supported head dimensions are 32, "
       "64 and 128",
       "forward rejects head dimension 80");
+  expect_error(
+      [&] {
+        dev::flash_attention_forward<f16>(chv(2, 4, 8, 64), chv(2, 4, 3, 64), chv(2, 4, 3, 64), true, hv(2, 4, 8, 64),
+                                          View<float, 3>{}, nullptr);
+      },
+      "gpu::flash_attention_forward: q has 8 heads, which is not a multiple of the 3 kv heads of k",
+      "forward (fp16) rejects H % Hkv != 0");
   expect_error(
       [&] {
         dev::flash_attention_forward<bf>(cbv(2, 4, 8, 64), cbv(2, 4, 3, 64), cbv(2, 4, 3, 64), true, bv(2, 4, 8, 64),
@@ -659,6 +690,14 @@ void argument_errors() {
       "gpu::flash_attention_backward: dk: shape [2, 4, 8, 64], expected [2, 4, 2, 64]", "backward names a wrong dk");
   expect_error(
       [&] {
+        dev::flash_attention_backward<f16>(ws, chv(2, 4, 8, 64), chv(2, 4, 2, 64), chv(2, 4, 2, 64), chv(2, 4, 8, 64),
+                                           lse, chv(2, 4, 8, 64), true, hv(2, 4, 8, 64), hv(2, 4, 2, 64),
+                                           hv(2, 4, 1, 64), nullptr);
+      },
+      "gpu::flash_attention_backward: dv: shape [2, 4, 1, 64], expected [2, 4, 2, 64]",
+      "backward (fp16) names a wrong dv");
+  expect_error(
+      [&] {
         dev::flash_attention_backward<float>(ws, cfv(2, 4, 8, 64), cfv(2, 4, 2, 64), cfv(2, 4, 2, 64), cfv(2, 4, 8, 64),
                                              View<const float, 3>{}, cfv(2, 4, 8, 64), false, fv(2, 4, 8, 64),
                                              fv(2, 4, 2, 64), fv(2, 4, 2, 64), nullptr);
@@ -687,6 +726,12 @@ void argument_errors() {
       },
       "gpu::attention_decode: len 0 is out of range [1, 16] of the cache (k_cache shape [2, 16, 2, 64])",
       "decode rejects len 0");
+  expect_error(
+      [&] {
+        dev::attention_decode<f16>(View<const f16, 3>(hp, {2, 8, 64}), chv(2, 16, 2, 64), chv(2, 16, 2, 64), 17,
+                                   View<f16, 3>(hp, {2, 8, 64}), nullptr);
+      },
+      "gpu::attention_decode: len 17 is out of range [1, 16]", "decode (fp16) rejects len > S");
   expect_error(
       [&] {
         dev::attention_decode<bf>(c3(2, 8, 64), cbv(2, 16, 2, 64), cbv(2, 16, 2, 64), 17, View<bf, 3>(bp, {2, 8, 64}),
@@ -738,37 +783,51 @@ int main() {
             const Case c{2, Tn, heads, heads == 8 ? index_t{2} : heads, D, causal, 0};
             attention_case<float>(st, ws, c, ++seed);
             attention_case<bf>(st, ws, c, ++seed);
+            attention_case<f16>(st, ws, c, ++seed);
           }
     for (bool causal : {false, true}) {  // longer sequences (513: one past a tile multiple), exact multiples
       attention_case<bf>(st, ws, {2, 513, 8, 2, 128, causal, 0}, ++seed);
+      attention_case<f16>(st, ws, {2, 513, 8, 2, 128, causal, 0}, ++seed);
       attention_case<float>(st, ws, {2, 513, 8, 2, 128, causal, 0}, ++seed);
       attention_case<bf>(st, ws, {2, 513, 4, 4, 64, causal, 0}, ++seed);
+      attention_case<f16>(st, ws, {2, 513, 4, 4, 64, causal, 0}, ++seed);
       attention_case<bf>(st, ws, {2, 128, 8, 2, 128, causal, 0}, ++seed);
+      attention_case<f16>(st, ws, {2, 128, 8, 2, 128, causal, 0}, ++seed);
       attention_case<bf>(st, ws, {2, 64, 8, 2, 64, causal, 0}, ++seed);
+      attention_case<f16>(st, ws, {2, 64, 8, 2, 64, causal, 0}, ++seed);
       attention_case<bf>(st, ws, {2, 256, 8, 2, 32, causal, 0}, ++seed);
+      attention_case<f16>(st, ws, {2, 256, 8, 2, 32, causal, 0}, ++seed);
     }
     for (bool causal : {false, true})  // exact arithmetic: every mask edge checked to the last bit
       for (index_t D : {index_t{32}, index_t{64}, index_t{128}}) {
         attention_case<bf>(st, ws, {2, 200, 8, 2, D, causal, 0, true}, ++seed);
+        attention_case<f16>(st, ws, {2, 200, 8, 2, D, causal, 0, true}, ++seed);
         attention_case<float>(st, ws, {2, 200, 4, 4, D, causal, 0, true}, ++seed);
       }
     attention_case<bf>(st, ws, {1, 1100, 2, 1, 128, true, 0, true}, ++seed);
-    // Not 16-byte aligned: the bf16 SIMT fallback.
+    attention_case<f16>(st, ws, {1, 1100, 2, 1, 128, true, 0, true}, ++seed);
+    // Not 16-byte aligned: the 16-bit SIMT fallback.
     attention_case<bf>(st, ws, {2, 200, 8, 2, 64, true, 1}, ++seed);
+    attention_case<f16>(st, ws, {2, 200, 8, 2, 64, true, 1}, ++seed);
     attention_case<bf>(st, ws, {2, 37, 4, 4, 128, false, 1}, ++seed);
+    attention_case<f16>(st, ws, {2, 37, 4, 4, 128, false, 1}, ++seed);
 
     for (index_t D : {index_t{32}, index_t{64}, index_t{128}})
       for (index_t len : {index_t{1}, index_t{100}, index_t{1000}}) {
         decode_case<float>(st, 2, 8, 2, D, 1024, len, 0, ++seed);
         decode_case<bf>(st, 2, 8, 2, D, 1024, len, 0, ++seed);
+        decode_case<f16>(st, 2, 8, 2, D, 1024, len, 0, ++seed);
       }
     decode_case<bf>(st, 2, 4, 4, 128, 1024, 1000, 0, ++seed);
+    decode_case<f16>(st, 2, 4, 4, 128, 1024, 1000, 0, ++seed);
     decode_case<bf>(st, 2, 8, 2, 128, 1024, 100, 1, ++seed);  // unaligned: scalar loads
+    decode_case<f16>(st, 2, 8, 2, 128, 1024, 100, 1, ++seed);
     decode_case<float>(st, 2, 8, 1, 64, 1024, 777, 1, ++seed);
 
-    timing(st, 4, 4096, 16, 128, false);
-    timing(st, 4, 4096, 16, 128, true);
-    timing(st, 4, 4096, 32, 64, true);
+    timing<bf>(st, 4, 4096, 16, 128, false);
+    timing<bf>(st, 4, 4096, 16, 128, true);
+    timing<bf>(st, 4, 4096, 32, 64, true);
+    timing<f16>(st, 4, 4096, 16, 128, true);
 
     std::printf("%s\n", failures ? "FAILED" : "passed");
     return failures ? 1 : 0;

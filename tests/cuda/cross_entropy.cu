@@ -2,7 +2,7 @@
 // kernels (kernels/cross_entropy.hpp) on the same random inputs.
 //
 // Row kernel, V = 7, 262 (256-thread blocks), 50257, 131072, 262144 (1024-thread blocks), rows
-// with ignored targets (-1, -100), -inf logits and a padded row stride; fp32 and bf16 logits.
+// with ignored targets (-1, -100), -inf logits and a padded row stride; fp32, bf16 and fp16 logits.
 // The results are not bitwise equal to the host's, and are not meant to be: the host computes
 // exp(x - max) with the C library's expf and sums in double in index order; the device uses CUDA's
 // expf (<= 2 ulp), sums in fp32 (each thread a strided slice, merged by an online-softmax tree),
@@ -11,27 +11,36 @@
 //   row loss      |d| <= 1e-6 (|loss| + 1)          (fp32 sum of up to 256 terms per thread: ~1e-7 typical)
 //   loss sum      |d| <= 1e-6 sum (|loss| + 1)
 //   fp32 grads    |d| <= 2e-6 (|ref| + g [v = t]) + 1e-37 (expf, the sum and grad_scale / S each a few ulp)
-//   bf16 grads    |d| <= (2^-9 + 2e-6) (|ref| + g [v = t]) + 1e-37 (one bf16 rounding of the fp32 value)
-//   bf16 loss     as fp32: the bf16 logits widen exactly and the arithmetic is fp32.
+//   bf16 grads    |d| <= (2^-8 + 2e-6) (|ref| + g [v = t]) + 1e-37 (one bf16 rounding of the fp32 value:
+//                 half an ulp of 8 significant bits)
+//   fp16 grads    |d| <= (2^-11 + 2e-6) (|ref| + g [v = t]) + 2^-25 (one fp16 rounding: half an ulp of
+//                 11 significant bits, and half the subnormal spacing for the small probabilities)
+//   16-bit loss   as fp32: the bf16 / fp16 logits widen exactly and the arithmetic is fp32.
 // Ignored rows: gradient exactly 0; -inf logits: gradient exactly 0; padding never written;
 // want_grad = false leaves the logits bit for bit and gives the same losses bit for bit.
 //
-// Fused LM head, fp32 (and bf16 inputs with fp32 or bf16 gradients), chunk sizes 1, 7, 32, N and
+// Fused LM head, fp32 (and bf16 / fp16 inputs with fp32 or 16-bit gradients), chunk sizes 1, 7, 32, N and
 // N + 5, against the host lm_head_cross_entropy; bounds per element from float64 magnitudes:
 //   L[n,v] = sum_c |h w|, Lmax[n] = max_v L; a logit is off by <= tol L (both GEMMs), which moves
 //   the loss by <= 2 tol Lmax and dlogits[n,v] by <= 2 g p[n,v] tol Lmax, so
 //   loss   |d| <= tol sum_n (2 Lmax[n] + |loss_n| + 1)
 //   dh     |d| <= tol (sum_v |dl w| + 2 g Lmax[n] max_v |w[v,c]|)
 //   dW     |d| <= tol (|dW0| + sum_n |dl h| + sum_n 2 g p[n,v] Lmax[n] |h[n,c]|)
-// with tol = 2e-5 for fp32 (fp32 GEMMs over K <= 2053 on both sides), 2^-7 for bf16 inputs (bf16
-// logits and dlogits: 2^-9 relative each), plus per-chunk bf16 rounding of dW when it is bf16.
+// with tol = 2e-5 for fp32 (fp32 GEMMs over K <= 2053 on both sides), 2^-7 for bf16 inputs and 2^-10
+// for fp16 (logits and dlogits stored in the 16-bit type: half an ulp, 2^-8 or 2^-11 relative, each),
+// plus in fp16 the absolute 2^-25 of each subnormal dlogit (2^-25 sum_v |w| on dh, 2^-25 sum_n |h| on
+// dW), plus the rounding of dh, and per chunk of dW, when they are 16-bit.
 // Also: repeating a call gives the same bits; the loss without gradients equals the loss with them
 // bit for bit; fully ignored chunks give dh = 0 rows.
 // NaN logits: the row's loss and gradient are NaN, the other rows unaffected.
+// fp16 overflow: with a grad_scale as large as fp16 loss scaling passes (2^24), the seed gradient at
+// the target (-grad_scale (1 - p)) is stored as -Inf, never clamped to -65504, and the fused call's
+// fp32 dh and dW come out non-finite (what makes a loss-scaled step skip); in fp32 they stay finite.
 // Errors: a target >= V names the first such row and its value, leaves the logits untouched (row
 // kernel) or dh zero and dW unchanged (fused), and the workspace works again afterwards.
 // Exit status: 0 pass, 1 a check failed, 77 no GPU (CTest: skipped), 2 an unexpected error.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -65,7 +74,7 @@ using test::from_float;
 using test::to_float;
 template <class T>
 const char* type_name() {
-  return std::is_same_v<T, float> ? "fp32" : "bf16";
+  return test::storage_name<T>();
 }
 
 template <class T>
@@ -131,7 +140,7 @@ void check_rows(gpu::CrossEntropyWorkspace& ws, index_t N, index_t V, index_t pa
 
   double worst_loss = 0, worst_grad = 0, mag = 0;
   bool ignored_zero = true, pad_kept = true, same_loss = std::memcmp(loss_nograd.data(), loss_got.data(), N * sizeof(float)) == 0;
-  const double rel_grad = std::is_same_v<T, float> ? 2e-6 : 0x1.0p-9 + 2e-6;
+  const double rel_grad = test::StorageRounding<T>::rel + 2e-6, abs_grad = test::StorageRounding<T>::abs + 1e-37;
   for (index_t n = 0; n < N; ++n) {
     mag += std::abs(loss_ref[n]) + 1;
     worst_loss = std::max(worst_loss, std::abs(double(loss_got[n]) - loss_ref[n]) / (1e-6 * (std::abs(loss_ref[n]) + 1)));
@@ -141,7 +150,7 @@ void check_rows(gpu::CrossEntropyWorkspace& ws, index_t N, index_t V, index_t pa
         ignored_zero = ignored_zero && g == 0;
         continue;
       }
-      const double bound = rel_grad * (std::abs(r) + (v == targets[n] ? std::abs(grad_scale) : 0.0)) + 1e-37;
+      const double bound = rel_grad * (std::abs(r) + (v == targets[n] ? std::abs(grad_scale) : 0.0)) + abs_grad;
       worst_grad = std::max(worst_grad, std::abs(g - r) / bound);
     }
     for (index_t v = V; v < ld; ++v) pad_kept = pad_kept && std::memcmp(&got[n * ld + v], &x[n * ld + v], sizeof(T)) == 0;
@@ -264,8 +273,17 @@ void check_lm_head(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws, inde
   for (G e : dw0) dw0f.push_back(to_float(e));
   const LmRef ref = lm_reference(hf, wf, t, dw0f, N, C, V, g);
 
-  constexpr bool bf16_in = !std::is_same_v<T, float>, bf16_out = !std::is_same_v<G, float>;
-  const double tol = bf16_in ? 0x1.0p-7 : 2e-5;
+  // 16-bit inputs: logits and dlogits rounded to T (bf16 2^-8, fp16 2^-11 relative): tol twice that.
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 2 * test::StorageRounding<T>::rel;
+  const double dl_abs = test::StorageRounding<T>::abs;  // a subnormal fp16 dlogit's absolute rounding
+  const double out_rel = test::StorageRounding<G>::rel, out_abs = test::StorageRounding<G>::abs;
+  // sum_v |w[v, c]| and sum over counted rows of |h[n, c]|: what the dlogits' absolute rounding moves.
+  std::vector<double> wsum(static_cast<std::size_t>(C), 0.0), hsum(static_cast<std::size_t>(C), 0.0);
+  for (index_t v = 0; v < V; ++v)
+    for (index_t c = 0; c < C; ++c) wsum[c] += std::abs(double(wf[v * C + c]));
+  for (index_t n = 0; n < N; ++n)
+    if (t[n] >= 0)
+      for (index_t c = 0; c < C; ++c) hsum[c] += std::abs(double(hf[n * C + c]));
   // Column maxima of |w| for the dh bound.
   std::vector<double> wmax(static_cast<std::size_t>(C), 0.0);
   for (index_t v = 0; v < V; ++v)
@@ -286,8 +304,8 @@ void check_lm_head(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws, inde
         double s = 0;
         for (index_t v = 0; v < V; ++v) s += std::abs(ref.dl[n * V + v] * wf[v * C + c]);
         const double r = ref.dh[n * C + c];
-        double bound = tol * (s + 2 * g * ref.lmax[n] * wmax[c]) + 1e-30;
-        if (bf16_out) bound += 0x1.0p-8 * std::abs(r);
+        double bound = tol * (s + 2 * g * ref.lmax[n] * wmax[c]) + (t[n] >= 0 ? dl_abs * wsum[c] : 0.0) + 1e-30;
+        bound += out_rel * std::abs(r) + out_abs;
         const double d = std::abs(got.dh[n * C + c] - r);
         dh_ratio = std::max(dh_ratio, std::isnan(d) ? INFINITY : d / bound);
       }
@@ -301,8 +319,8 @@ void check_lm_head(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws, inde
           e += 2 * g * ref.p[n * V + v] * ref.lmax[n] * std::abs(hf[n * C + c]);
         }
         const double r = ref.dw[v * C + c], base = std::abs(dw0f[v * C + c]);
-        double bound = tol * (base + s + e) + 1e-30;
-        if (bf16_out) bound += 0x1.0p-8 * static_cast<double>(chunks + 1) * (base + s);
+        double bound = tol * (base + s + e) + dl_abs * hsum[c] + 1e-30;
+        bound += static_cast<double>(chunks + 1) * (out_rel * (base + s) + out_abs);
         const double d = std::abs(got.dw[v * C + c] - r);
         dw_ratio = std::max(dw_ratio, std::isnan(d) ? INFINITY : d / bound);
       }
@@ -362,6 +380,67 @@ void check_nan(gpu::CrossEntropyWorkspace& ws) {
     std::printf("%s NaN logits, V %lld: rows with a NaN %s, the clean row %s\n", ok ? "ok  " : "FAIL",
                 static_cast<long long>(V), nan_rows ? "NaN" : "NOT NaN", clean_row ? "finite" : "NOT finite");
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fp16: a seed gradient beyond 65504 is stored as Inf (never clamped) and reaches dh and dW.
+
+void check_fp16_overflow(gpu::CublasLtGemm& gemm, gpu::CrossEntropyWorkspace& ws) {
+  const index_t N = 4, V = 300, C = 16;
+  const float big = 0x1p24f;  // a grad_scale as fp16 loss scaling passes: S 2^24 times 1 / tokens >= 1
+  Philox rng(77, 4);
+  std::vector<__half> x(static_cast<std::size_t>(N * V));
+  for (auto& e : x) e = from_float<__half>(static_cast<float>(rng.uniform_double() * 4 - 2));
+  const std::vector<std::int32_t> t = {0, 17, 299, 150};
+  gpu::DeviceBuffer<__half> dx(x.size());
+  gpu::DeviceBuffer<std::int32_t> dt(t.size());
+  dx.copy_from(x);
+  dt.copy_from(t);
+  const View<const std::int32_t, 1> dtv(dt.data(), {N});
+  const auto res = gpu::softmax_cross_entropy<__half>(ws, make_view(dx.data(), N, V), dtv, big, true);
+  const std::vector<__half> g = download(dx);
+  // Row kernel: the target's -big (1 - p) is -Inf; the others are big p, +Inf exactly where that
+  // exceeds fp16's range (p from the widened logits in double; a 1% margin around 65520).
+  bool rows_ok = std::isfinite(res.loss_sum);
+  for (index_t n = 0; n < N; ++n) {
+    double mx = -INFINITY, sum = 0;
+    for (index_t v = 0; v < V; ++v) mx = std::max(mx, double(to_float(x[n * V + v])));
+    for (index_t v = 0; v < V; ++v) sum += std::exp(double(to_float(x[n * V + v])) - mx);
+    for (index_t v = 0; v < V; ++v) {
+      const float got = to_float(g[n * V + v]);
+      const double want = double(big) * std::exp(double(to_float(x[n * V + v])) - mx) / sum;
+      if (v == t[n])
+        rows_ok = rows_ok && got == -INFINITY;
+      else if (want > 65520 * 1.01)
+        rows_ok = rows_ok && got == INFINITY;
+      else if (want < 65520 * 0.99)
+        rows_ok = rows_ok && std::isfinite(got) && std::abs(got - want) <= (0x1p-11 + 1e-5) * want + 0x1p-25;
+    }
+  }
+  // Fused: every dh element of a counted row, and every dW row of a target, is non-finite.
+  std::vector<__half> h(static_cast<std::size_t>(N * C)), w(static_cast<std::size_t>(V * C));
+  for (auto& e : h) e = from_float<__half>(static_cast<float>(rng.uniform_double() * 2 - 1));
+  for (auto& e : w) e = from_float<__half>(static_cast<float>(rng.uniform_double() - 0.5));
+  const auto got = lm_device<__half, float>(gemm, ws, h, w, t, std::vector<float>(w.size(), 0.0f), N, C, V, big, 3,
+                                            true, true);
+  bool fused_ok = std::isfinite(got.res.loss_sum);
+  for (index_t n = 0; n < N; ++n)
+    for (index_t c = 0; c < C; ++c)
+      fused_ok = fused_ok && !std::isfinite(got.dh[n * C + c]) && !std::isfinite(got.dw[t[n] * C + c]);
+  // The same in fp32 stays finite: it is the fp16 storage that overflows.
+  std::vector<float> hf, wf;
+  for (__half e : h) hf.push_back(to_float(e));
+  for (__half e : w) wf.push_back(to_float(e));
+  const auto f32 = lm_device<float, float>(gemm, ws, hf, wf, t, std::vector<float>(wf.size(), 0.0f), N, C, V, big, 3,
+                                           true, true);
+  bool control_finite = true;
+  for (float e : f32.dh) control_finite = control_finite && std::isfinite(e);
+  for (float e : f32.dw) control_finite = control_finite && std::isfinite(e);
+  const bool ok = rows_ok && fused_ok && control_finite;
+  if (!ok) ++failures;
+  std::printf("%s fp16 seed gradient at grad_scale 2^24: rows %s, fused dh / dW %s, fp32 control %s\n",
+              ok ? "ok  " : "FAIL", rows_ok ? "-Inf at targets, +Inf past 65504" : "WRONG",
+              fused_ok ? "non-finite" : "NOT non-finite", control_finite ? "finite" : "NOT finite");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,11 +563,15 @@ int main() {
     for (const auto& c : rows) {
       check_rows<float>(ws, c.N, c.V, c.pad, c.g, ++seed);
       check_rows<__nv_bfloat16>(ws, c.N, c.V, c.pad, c.g, ++seed);
+      check_rows<__half>(ws, c.N, c.V, c.pad, c.g, ++seed);
     }
     check_lm_head<float, float>(gemm, ws, 50, 64, 517, ++seed);
     check_lm_head<float, float>(gemm, ws, 40, 40, 2053, ++seed);
     check_lm_head<__nv_bfloat16, float>(gemm, ws, 50, 64, 517, ++seed);
     check_lm_head<__nv_bfloat16, __nv_bfloat16>(gemm, ws, 40, 32, 1024, ++seed);
+    check_lm_head<__half, float>(gemm, ws, 50, 64, 517, ++seed);
+    check_lm_head<__half, __half>(gemm, ws, 40, 32, 1024, ++seed);
+    check_fp16_overflow(gemm, ws);
     check_nan(ws);
     check_errors(gemm, ws);
     std::printf("%s\n", failures ? "FAILED" : "passed");

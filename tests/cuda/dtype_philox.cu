@@ -1,7 +1,10 @@
 // Device check of reason/core/{bf16,fp16,fp8,philox}.hpp: the same inputs converted on the GPU with
 // CUDA's own intrinsics (cuda_bf16.h, cuda_fp16.h, cuda_fp8.h; on sm_90 these are cvt
 // instructions) and with reason's types compiled as device code, and Philox drawn on the GPU, all
-// compared with reason's host results.
+// compared with reason's host results. Also the library's conversion kernels, gpu::to_bf16 and
+// gpu::to_fp16 (kernels/convert.cuh: the compute copies of bf16 / fp16 models; their vector path
+// with its tail and their scalar path), against the host reason::bf16(float) / reason::fp16(float):
+// bit for bit, overflow to Inf included.
 //
 // Must agree bit for bit: reason on the device with reason on the host (the same code), CUDA's
 // device intrinsics with reason on the host for every non-NaN result, Philox's integer and
@@ -19,11 +22,13 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "reason/core/cuda_check.hpp"
 #include "reason/core/dtype.hpp"
 #include "reason/core/philox.hpp"
+#include "reason/kernels/convert.cuh"
 
 using namespace reason;
 
@@ -253,6 +258,41 @@ bool check_philox() {
   return ok1 && ok2;
 }
 
+/// gpu::to_bf16 / gpu::to_fp16 (`convert`) over the float bit patterns against Host(float).bits:
+/// aligned buffers (the 4-wide path, an element count that leaves a tail) and buffers one element
+/// off (the scalar path).
+template <class T, class Host, class Convert>
+bool check_narrow(const char* name, const std::vector<std::uint32_t>& bits, Convert convert) {
+  const std::size_t n = bits.size() % 4 == 0 ? bits.size() - 1 : bits.size();
+  float* d_in = nullptr;
+  T* d_out = nullptr;
+  REASON_CUDA_CHECK(cudaMalloc(&d_in, (n + 1) * sizeof(float)));
+  REASON_CUDA_CHECK(cudaMalloc(&d_out, (n + 1) * sizeof(T)));
+  bool ok = true;
+  for (std::size_t shift : {0, 1}) {
+    const std::string what = std::string(name) + (shift ? " (scalar path)" : " (vector path)") + " vs host";
+    Tally t{what.c_str()};
+    REASON_CUDA_CHECK(cudaMemcpy(d_in + shift, bits.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    convert(d_in + shift, d_out + shift, n, nullptr);
+    REASON_CUDA_CHECK(cudaGetLastError());
+    std::vector<std::uint16_t> got(n);
+    REASON_CUDA_CHECK(cudaMemcpy(got.data(), d_out + shift, n * sizeof(T), cudaMemcpyDeviceToHost));
+    const int which = std::is_same_v<Host, bf16> ? 0 : 1;  // is_nan_out's index
+    for (std::size_t i = 0; i < n; ++i) {
+      const unsigned want = Host(std::bit_cast<float>(bits[i])).bits, g = got[i];
+      if (g == want) continue;
+      if (is_nan_out(which, g) && is_nan_out(which, want))
+        ++t.nan_notes;
+      else
+        t.bad(bits[i], g, want, which);
+    }
+    ok = t.report() && ok;
+  }
+  REASON_CUDA_CHECK(cudaFree(d_in));
+  REASON_CUDA_CHECK(cudaFree(d_out));
+  return ok;
+}
+
 // REASON_CUDA_CHECK names the call, CUDA's error and the place; it runs with or without a GPU.
 bool check_cuda_check() {
   try {
@@ -304,6 +344,8 @@ int main() {
     bool ok = check_decoding();
     ok = check_conversions<float>("float", floats) && ok;
     ok = check_conversions<double>("double", doubles) && ok;
+    ok = check_narrow<__nv_bfloat16, bf16>("gpu::to_bf16", floats, gpu::to_bf16) && ok;
+    ok = check_narrow<__half, fp16>("gpu::to_fp16", floats, gpu::to_fp16) && ok;
     ok = check_philox() && ok;
     std::printf("%s\n", ok ? "PASS" : "FAIL");
     return ok ? 0 : 1;

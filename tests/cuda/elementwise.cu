@@ -1,10 +1,11 @@
 // The element-wise CUDA kernels — RMSNorm (+ fused residual add), SwiGLU, RoPE, embedding
 // (kernels/*.cuh) — against the host kernels (kernels/*.hpp) on the same random inputs.
 //
-// fp32 storage: the host kernel in float on the same values. bf16 storage: the host kernel in
-// float on the bf16-rounded inputs; the device's bf16 output may differ from that fp32 reference by
-// its own rounding, at most half a bf16 ulp = 2^-8 |ref| (8 significant bits), on top of the fp32
-// bound. The fp32 bounds (u = 2^-24, the fp32 unit roundoff) follow each kernel's arithmetic:
+// fp32 storage: the host kernel in float on the same values. bf16 / fp16 storage: the host kernel
+// in float on the inputs rounded to the storage type; the device's 16-bit output may differ from
+// that fp32 reference by its own rounding, at most half an ulp — 2^-8 |ref| in bf16 (8 significant
+// bits), 2^-11 |ref| in fp16 (11) plus 2^-25 near zero (half fp16's subnormal spacing) — on top of
+// the fp32 bound. The fp32 bounds (u = 2^-24, the fp32 unit roundoff) follow each kernel's arithmetic:
 //   RMSNorm     the device sums a row in fp32 (k = C / threads-per-row + log2(threads-per-row)
 //               roundings), the host in double; everything after the row sums is the same
 //               sequence of fp32 operations on both sides. rstd within (k/2 + 2) u, y within
@@ -16,8 +17,10 @@
 //               g ~ -1.28, so the bound is on the terms, not on |dg|).
 //   RoPE        the same fp32 operations in the same order with the same table: bitwise in fp32
 //               (reported), required within 2u (|a| + |b|) should the host compiler contract.
-//   Embedding   copies and in-order fp32 sums: required bitwise (bf16: the rounding of the
-//               host's fp32 sum).
+//   Embedding   copies and in-order fp32 sums: required bitwise (bf16 / fp16: the rounding of the
+//               host's fp32 sum, by the host's reason::bf16 / reason::fp16, which must agree with the
+//               device's __float2bfloat16_rn / __float2half_rn bit for bit; so must the fused
+//               residual add's stored sum).
 // Also: odd sizes (N 1, 3, 1000; C 64, 130, 4096, 8192; unaligned rows fall back to scalar
 // access), strided views (q and k as column blocks of a fused qkv buffer, g and u as halves of
 // gate_up, padded rows whose padding must stay untouched), in-place dx = dy and dg = dh, repeated
@@ -25,6 +28,7 @@
 // and the shape errors (checked before the GPU test, so they run on any machine).
 // Exit status: 0 pass, 1 a check failed, 77 no GPU (CTest: skipped), 2 an unexpected error.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -57,22 +61,26 @@ using reason::index_t;
 using reason::Philox;
 using reason::View;
 using bf = __nv_bfloat16;
+using f16 = __half;
 
 namespace {
 
 int failures = 0;
 constexpr double u = 0x1p-24;    // fp32 unit roundoff
-constexpr double ubf = 0x1p-8;   // bf16 rounding, relative: half an ulp of 8 significant bits
 
 template <class T>
-constexpr bool is_bf = std::is_same_v<T, bf>;
-template <class T>
 const char* type_name() {
-  return is_bf<T> ? "bf16" : "fp32";
+  return reason::test::storage_name<T>();
 }
+/// The rounding of a stored output: relative (half an ulp: 2^-8 bf16, 2^-11 fp16) and absolute
+/// near zero (fp16's subnormals: 2^-25).
 template <class T>
 constexpr double out_round() {
-  return is_bf<T> ? ubf : 0.0;
+  return reason::test::StorageRounding<T>::rel;
+}
+template <class T>
+constexpr double out_abs() {
+  return reason::test::StorageRounding<T>::abs;
 }
 
 using reason::test::from_float;
@@ -230,7 +238,7 @@ void rmsnorm_forward_case(dev::Stream& st, index_t n, index_t c, index_t pad, bo
     for (index_t j = 0; j < c; ++j) {
       const std::size_t i = r * ld + j;
       const double ref = yf[i], b0 = rel_y * std::abs(ref);
-      rep.add(to_float(y[i]), ref, b0 + out_round<T>() * (std::abs(ref) + b0));
+      rep.add(to_float(y[i]), ref, b0 + out_round<T>() * (std::abs(ref) + b0) + out_abs<T>());
       rep.bits(same_bits(y[i], from_float<T>(yf[i])));
       if (residual) rep.require(same_bits(xr[i], from_float<T>(xf[i])), "residual not the rounded sum");
     }
@@ -293,7 +301,7 @@ void rmsnorm_backward_case(dev::Stream& st, index_t n, index_t c, index_t pad, b
       const std::size_t i = r * ld + j;
       const double ref = dxf[i], ax = std::abs(double(x.f[i]));
       const double b0 = 1.1 * (ax * dk + 2 * u * (std::abs(kk) * ax + std::abs(ref)));
-      rep.add(to_float(dx[i]), ref, b0 + out_round<T>() * (std::abs(ref) + b0));
+      rep.add(to_float(dx[i]), ref, b0 + out_round<T>() * (std::abs(ref) + b0) + out_abs<T>());
       rep.bits(same_bits(dx[i], from_float<T>(dxf[i])));
     }
     for (index_t j = c; j < ld; ++j)
@@ -304,7 +312,7 @@ void rmsnorm_backward_case(dev::Stream& st, index_t n, index_t c, index_t pad, b
     double terms = 0;
     for (index_t r = 0; r < n; ++r) terms += std::abs(double(dy.f[r * ld + j]) * x.f[r * ld + j] * rf[r]);
     const double ref = dwf[j], b0 = 1.01 * strands * u * (std::abs(double(dw0.f[j])) + terms);
-    rep.add(to_float(dw[j]), ref, b0 + out_round<G>() * (std::abs(ref) + b0));
+    rep.add(to_float(dw[j]), ref, b0 + out_round<G>() * (std::abs(ref) + b0) + out_abs<G>());
     rep.bits(same_bits(dw[j], from_float<G>(dwf[j])));
   }
   if (!in_place) {  // the same inputs again: the same bits
@@ -382,9 +390,9 @@ void swiglu_case(dev::Stream& st, index_t n, index_t f, int layout, bool in_plac
                                 6 * u * std::abs(double(dgf[i])));
       const double bdu = 1.1 * 14 * u * std::abs(dd * gd * s);
       const T hv = h[r * ld_o + j], dgv = dg_all[r * ld_dg + j], duv = dgr[off_u + r * ld_gu + j];
-      rep.add(to_float(hv), hf[i], bh + out_round<T>() * (std::abs(hf[i]) + bh) + 1e-37);
-      rep.add(to_float(dgv), dgf[i], bdg + out_round<T>() * (std::abs(dgf[i]) + bdg) + 1e-37);
-      rep.add(to_float(duv), duf[i], bdu + out_round<T>() * (std::abs(duf[i]) + bdu) + 1e-37);
+      rep.add(to_float(hv), hf[i], bh + out_round<T>() * (std::abs(hf[i]) + bh) + out_abs<T>() + 1e-37);
+      rep.add(to_float(dgv), dgf[i], bdg + out_round<T>() * (std::abs(dgf[i]) + bdg) + out_abs<T>() + 1e-37);
+      rep.add(to_float(duv), duf[i], bdu + out_round<T>() * (std::abs(duf[i]) + bdu) + out_abs<T>() + 1e-37);
       rep.bits(same_bits(hv, from_float<T>(hf[i])));
       rep.bits(same_bits(dgv, from_float<T>(dgf[i])));
       rep.bits(same_bits(duv, from_float<T>(duf[i])));
@@ -405,7 +413,7 @@ struct HeadView {  // a [N, H, D] view into a flat buffer: offset and strides in
 };
 
 /// Compares `got` with `ref` over the views (bound 2u (|a| + |b|) from the pair's inputs in
-/// `orig`, plus the bf16 rounding); every element outside the views must keep its bits.
+/// `orig`, plus the 16-bit rounding); every element outside the views must keep its bits.
 template <class T>
 void compare_rope(Report& rep, const std::vector<T>& orig_t, const std::vector<float>& orig,
                   const std::vector<T>& got, const std::vector<float>& ref, const std::vector<HeadView>& views,
@@ -421,7 +429,7 @@ void compare_rope(Report& rep, const std::vector<T>& orig_t, const std::vector<f
           if (!row_rotated[r]) continue;  // checked as untouched below
           covered[e] = 1;
           const double b0 = 2 * u * (std::abs(double(orig[e])) + std::abs(double(orig[partner])));
-          rep.add(to_float(got[e]), ref[e], b0 + out_round<T>() * (std::abs(double(ref[e])) + b0));
+          rep.add(to_float(got[e]), ref[e], b0 + out_round<T>() * (std::abs(double(ref[e])) + b0) + out_abs<T>());
           rep.bits(same_bits(got[e], from_float<T>(ref[e])));
         }
   for (std::size_t e = 0; e < got.size(); ++e)
@@ -664,6 +672,7 @@ void expect_error(F&& f, const std::string& needle, const char* what) {
 void argument_errors() {
   auto* fp = reinterpret_cast<float*>(std::uintptr_t{4096});
   auto* bp = reinterpret_cast<bf*>(std::uintptr_t{4096});
+  auto* hp = reinterpret_cast<f16*>(std::uintptr_t{4096});
   auto* ip = reinterpret_cast<std::int32_t*>(std::uintptr_t{4096});
   expect_error(
       [&] {
@@ -684,6 +693,13 @@ void argument_errors() {
                                      View<float, 1>{}, nullptr);
       },
       "gpu::add_rmsnorm_forward: branch: shape [3, 64], expected [4, 64]", "add_rmsnorm_forward names a wrong branch");
+  expect_error(
+      [&] {
+        dev::add_rmsnorm_forward<f16>(view<f16, 2>(hp, {4, 64}, {64, 1}), view<const f16, 2>(hp, {4, 64}, {64, 1}),
+                                      view<const f16, 1>(hp, {63}, {1}), 1e-5f, view<f16, 2>(hp, {4, 64}, {64, 1}),
+                                      View<float, 1>{}, nullptr);
+      },
+      "gpu::add_rmsnorm_forward: weight: shape [63], expected [64]", "add_rmsnorm_forward (fp16) names a wrong weight");
   expect_error(
       [&] {
         dev::rmsnorm_backward<float, float>(view<const float, 2>(fp, {4, 64}, {64, 1}), view<const float, 1>(fp, {64}, {1}),
@@ -724,6 +740,12 @@ void argument_errors() {
                                            view<float, 2>(fp, {10, 8}, {8, 1}), nullptr);
       },
       "gpu::embedding_backward: dout: shape [4, 8], expected [5, 8]", "embedding_backward names a wrong dout");
+  expect_error(
+      [&] {
+        dev::swiglu_forward<f16>(view<const f16, 2>(hp, {4, 64}, {64, 1}), view<const f16, 2>(hp, {4, 64}, {64, 1}),
+                                 view<f16, 2>(hp, {5, 64}, {64, 1}), nullptr);
+      },
+      "gpu::swiglu_forward: h: shape [5, 64], expected [4, 64]", "swiglu_forward (fp16) names a wrong h");
 }
 
 }  // namespace
@@ -744,30 +766,40 @@ int main() {
       for (index_t c : cols) {
         rmsnorm_forward_case<float>(st, n, c, 0, false, ++seed);
         rmsnorm_forward_case<bf>(st, n, c, 0, false, ++seed);
+        rmsnorm_forward_case<f16>(st, n, c, 0, false, ++seed);
         rmsnorm_backward_case<float, float>(st, n, c, 0, false, ++seed);
         rmsnorm_backward_case<bf, bf>(st, n, c, 0, false, ++seed);
+        rmsnorm_backward_case<f16, f16>(st, n, c, 0, false, ++seed);
         rmsnorm_backward_case<bf, float>(st, n, c, 0, false, ++seed);
+        rmsnorm_backward_case<f16, float>(st, n, c, 0, false, ++seed);
       }
     for (index_t c : {index_t{1}, index_t{1024}, index_t{1025}, index_t{8192}}) {
       rmsnorm_forward_case<float>(st, 3, c, 0, false, ++seed);
       rmsnorm_forward_case<bf>(st, 3, c, 0, false, ++seed);
+      rmsnorm_forward_case<f16>(st, 3, c, 0, false, ++seed);
       rmsnorm_backward_case<float, float>(st, 3, c, 0, false, ++seed);
       rmsnorm_backward_case<bf, bf>(st, 3, c, 0, false, ++seed);
+      rmsnorm_backward_case<f16, f16>(st, 3, c, 0, false, ++seed);
     }
     for (index_t c : {index_t{64}, index_t{4096}}) {  // padded rows: unaligned, the scalar path
       rmsnorm_forward_case<float>(st, 7, c, 1, false, ++seed);
       rmsnorm_forward_case<bf>(st, 7, c, 3, false, ++seed);
+      rmsnorm_forward_case<f16>(st, 7, c, 3, false, ++seed);
       rmsnorm_backward_case<float, float>(st, 7, c, 1, false, ++seed);
       rmsnorm_backward_case<bf, bf>(st, 7, c, 3, false, ++seed);
+      rmsnorm_backward_case<f16, f16>(st, 7, c, 3, false, ++seed);
     }
     for (index_t n : {index_t{3}, index_t{1000}})
       for (index_t c : cols) {
         rmsnorm_forward_case<float>(st, n, c, 0, true, ++seed);
         rmsnorm_forward_case<bf>(st, n, c, 0, true, ++seed);
+        rmsnorm_forward_case<f16>(st, n, c, 0, true, ++seed);
       }
     rmsnorm_forward_case<bf>(st, 5, 4096, 8, true, ++seed);
+    rmsnorm_forward_case<f16>(st, 5, 4096, 8, true, ++seed);
     rmsnorm_backward_case<float, float>(st, 3, 130, 0, true, ++seed);
     rmsnorm_backward_case<bf, float>(st, 1000, 4096, 0, true, ++seed);
+    rmsnorm_backward_case<f16, float>(st, 1000, 4096, 0, true, ++seed);
     rmsnorm_backward_case<float, float>(st, 5, 64, 2, true, ++seed);
 
     // SwiGLU
@@ -776,9 +808,11 @@ int main() {
         for (int layout : {0, 1, 2}) {
           swiglu_case<float>(st, n, f, layout, false, ++seed);
           swiglu_case<bf>(st, n, f, layout, false, ++seed);
+          swiglu_case<f16>(st, n, f, layout, false, ++seed);
         }
     swiglu_case<float>(st, 3, 130, 0, true, ++seed);
     swiglu_case<bf>(st, 1000, 4096, 0, true, ++seed);
+    swiglu_case<f16>(st, 1000, 4096, 0, true, ++seed);
     swiglu_case<float>(st, 7, 64, 2, true, ++seed);
 
     // RoPE
@@ -789,10 +823,12 @@ int main() {
         for (bool backward : {false, true}) {
           rope_qkv_case<float>(st, table, dtable, n, 4, 2, backward, ++seed);
           rope_qkv_case<bf>(st, table, dtable, n, 4, 2, backward, ++seed);
+          rope_qkv_case<f16>(st, table, dtable, n, 4, 2, backward, ++seed);
         }
       rope_qkv_case<float>(st, table, dtable, 17, 6, 6, false, ++seed);  // no GQA: H == Hkv
       rope_odd_cases<float>(st, table, dtable, ++seed);
       rope_odd_cases<bf>(st, table, dtable, ++seed);
+      rope_odd_cases<f16>(st, table, dtable, ++seed);
     }
 
     // Embedding
@@ -800,15 +836,20 @@ int main() {
       for (index_t c : cols) {
         embedding_case<float, float>(st, n, 50, c, 0, 0, ++seed);
         embedding_case<bf, bf>(st, n, 50, c, 0, 0, ++seed);
+        embedding_case<f16, f16>(st, n, 50, c, 0, 0, ++seed);
         embedding_case<bf, float>(st, n, 50, c, 0, 0, ++seed);
+        embedding_case<f16, float>(st, n, 50, c, 0, 0, ++seed);
       }
     embedding_case<float, float>(st, 1000, 7, 130, 0, 1, ++seed);
     embedding_case<bf, bf>(st, 1000, 7, 4096, 0, 1, ++seed);
+    embedding_case<f16, f16>(st, 1000, 7, 4096, 0, 1, ++seed);
     embedding_case<float, float>(st, 1000, 32000, 64, 0, 0, ++seed);  // a realistic vocabulary, few repeats
     embedding_case<float, float>(st, 300, 64, 64, 3, 0, ++seed);     // padded rows: the scalar gather
     embedding_case<bf, float>(st, 300, 64, 130, 5, 0, ++seed);
+    embedding_case<f16, float>(st, 300, 64, 130, 5, 0, ++seed);
     embedding_bad_ids<float>(st, ++seed);
     embedding_bad_ids<bf>(st, ++seed);
+    embedding_bad_ids<f16>(st, ++seed);
     // Nothing to do is not an error.
     dev::embedding_backward<float, float>(View<const std::int32_t, 1>{}, View<const float, 2>(nullptr, {0, 8}),
                                           View<float, 2>(nullptr, {0, 8}), st.get());

@@ -1,11 +1,13 @@
 // The cuBLASLt GEMM (kernels/gemm.cuh) against a float64 product of the same inputs on the host:
-// every transpose combination, odd shapes, padded leading dimensions, beta 0 and 1, fp32, tf32 and
-// bf16 inputs, fp32 and bf16 outputs, and the bias / ReLU / GELU epilogues.
-// Error bound per element: |D - ref| <= tol * sum_k |a_ik b_kj| (+ the output rounding for bf16),
-// tol by precision: fp32 1e-5, tf32 4e-3 (10-bit mantissa inputs), bf16 inputs 1e-5 after rounding
-// the reference's inputs to bf16 as well.
+// every transpose combination, odd shapes, padded leading dimensions, beta 0 and 1, fp32, tf32, bf16
+// and fp16 inputs, fp32, bf16 and fp16 outputs, and the bias / ReLU / GELU epilogues.
+// Error bound per element: |D - ref| <= tol * sum_k |a_ik b_kj| (+ the output rounding: a full ulp,
+// 2^-7 |ref| for bf16 and 2^-10 |ref| for fp16), tol by precision: fp32 1e-5, tf32 4e-3 (10-bit
+// mantissa inputs), bf16 / fp16 inputs 1e-5 after rounding the reference's inputs to the 16-bit type
+// as well (the 16-bit products are exact in fp32 and accumulate in fp32).
 // Exit status: 0 pass, 1 a check failed, 77 no GPU (CTest: skipped), 2 an unexpected error.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cmath>
 #include <cstdio>
@@ -69,7 +71,7 @@ void check(gpu::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, in
   dd.copy_to(got);
 
   const double tol = compute == gpu::Compute::tf32 ? 4e-3 : 1e-5;
-  const double out_round = std::is_same_v<Out, float> ? 0.0 : 1.0 / 128;  // bf16: 8 significant bits
+  const double out_round = 2 * test::StorageRounding<Out>::rel;  // a full ulp: bf16 2^-7, fp16 2^-10
   double worst = 0;
   for (index_t i = 0; i < M; ++i)
     for (index_t j = 0; j < N; ++j) {
@@ -96,8 +98,10 @@ void check(gpu::CublasLtGemm& gemm, Trans ta, Trans tb, index_t M, index_t N, in
   std::printf("%s %s%s M %lld N %lld K %lld pad %lld beta %g %s%s epilogue %d: error / bound %.3f%s\n",
               ok ? "ok  " : "FAIL", ta == Trans::N ? "N" : "T", tb == Trans::N ? "N" : "T", static_cast<long long>(M),
               static_cast<long long>(N), static_cast<long long>(K), static_cast<long long>(pad), beta,
-              std::is_same_v<In, float> ? (compute == gpu::Compute::tf32 ? "tf32" : "fp32") : "bf16 in",
-              std::is_same_v<Out, float> ? "" : ", bf16 out", static_cast<int>(epi), worst,
+              std::is_same_v<In, float> ? (compute == gpu::Compute::tf32 ? "tf32" : "fp32")
+                                        : (std::is_same_v<In, __half> ? "fp16 in" : "bf16 in"),
+              std::is_same_v<Out, float> ? "" : (std::is_same_v<Out, __half> ? ", fp16 out" : ", bf16 out"),
+              static_cast<int>(epi), worst,
               pad_kept ? "" : " (padding overwritten)");
 }
 
@@ -122,11 +126,41 @@ int main() {
                                   gpu::Epilogue::none, ++seed);
       check<__nv_bfloat16, __nv_bfloat16>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32,
                                           gpu::Epilogue::none, ++seed);
+      check<__half, float>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32, gpu::Epilogue::none,
+                           ++seed);
+      check<__half, __half>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32,
+                            gpu::Epilogue::none, ++seed);
       for (gpu::Epilogue e : {gpu::Epilogue::bias, gpu::Epilogue::relu_bias, gpu::Epilogue::gelu_bias}) {
         check<float, float>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32, e, ++seed);
         check<__nv_bfloat16, __nv_bfloat16>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32, e,
                                             ++seed);
+        check<__half, __half>(gemm, Trans::N, Trans::T, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32, e, ++seed);
       }
+    }
+    // The model's other layouts in 16 bits: dx = dy W (N N), dW += dy^T x into fp32 (T N, beta 1).
+    for (const auto& s : shapes) {
+      check<__nv_bfloat16, __nv_bfloat16>(gemm, Trans::N, Trans::N, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32,
+                                          gpu::Epilogue::none, ++seed);
+      check<__half, __half>(gemm, Trans::N, Trans::N, s[0], s[1], s[2], 0, 0.0f, gpu::Compute::fp32,
+                            gpu::Epilogue::none, ++seed);
+      check<__nv_bfloat16, float>(gemm, Trans::T, Trans::N, s[0], s[1], s[2], 3, 1.0f, gpu::Compute::fp32,
+                                  gpu::Epilogue::none, ++seed);
+      check<__half, float>(gemm, Trans::T, Trans::N, s[0], s[1], s[2], 3, 1.0f, gpu::Compute::fp32,
+                           gpu::Epilogue::none, ++seed);
+    }
+    // fp16 outputs beyond 65504 are Inf, not clamped: each output sums 64 products 64 * 64, 262144.
+    {
+      const std::vector<__half> big(64 * 64, from_float<__half>(64.0f));
+      gpu::DeviceBuffer<__half> da(big.size()), dd(big.size());
+      da.copy_from(big);
+      gemm.run<__half, __half>(Trans::N, Trans::T, 64, 64, 64, 1.0f, da.data(), 64, da.data(), 64, 0.0f, dd.data(), 64);
+      REASON_CUDA_CHECK(cudaDeviceSynchronize());
+      std::vector<__half> got(big.size());
+      dd.copy_to(got);
+      bool all_inf = true;
+      for (__half x : got) all_inf = all_inf && std::isinf(test::to_float(x)) && test::to_float(x) > 0;
+      if (!all_inf) ++failures;
+      std::printf("%s fp16 output overflow: %s\n", all_inf ? "ok  " : "FAIL", all_inf ? "+Inf" : "NOT all +Inf");
     }
     // The plan cache: the same shape again makes no new plan.
     const std::size_t plans = gemm.cached_plans();

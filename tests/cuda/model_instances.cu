@@ -6,4 +6,5 @@
 
 template class reason::gpu::DenseTransformer<32, reason::precision::Fp32>;
 template class reason::gpu::DenseTransformer<32, reason::precision::Bf16>;
+template class reason::gpu::DenseTransformer<32, reason::precision::Fp16>;
 template class reason::gpu::TrainBuffers<reason::optim::AdamW>;

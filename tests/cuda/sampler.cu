@@ -1,8 +1,8 @@
 // The GPU samplers (kernels/sampler.cuh) against the host policies (infer/sampler.hpp): the same
-// logits (bf16 widened to float for the host), the same Philox states, row by row.
+// logits (bf16 / fp16 widened to float for the host), the same Philox states, row by row.
 //
 // Policies: Greedy; Temperature 0.7, 1.0 and 0; TopK<1>, TopK<50> (block-level selection), TopK<2000>
-// (the full sort); TopP 0.9, 1.0 (and 0.9 at temperature 0.7): float and bf16 logits, V = 17, 1000,
+// (the full sort); TopP 0.9, 1.0 (and 0.9 at temperature 0.7): float, bf16 and fp16 logits, V = 17, 1000,
 // 50257, B = 64, two Philox positions each (offset 0, and offset 2^32 + 12345 + row), rows of random
 // logits (peaked, flat — wide nuclei go to the full sort — and very peaked) and adversarial rows:
 // ties at the top-k / top-p boundary (few distinct values; all equal), -inf entries (30%; all but
@@ -30,6 +30,7 @@
 // before any launch, on any machine). A timing table (B 256, V 151936) is printed, not checked.
 // Exit status: 0 pass, 1 a check failed, 77 no GPU (CTest: skipped), 2 an unexpected error.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -56,6 +57,7 @@ using reason::index_t;
 using reason::Philox;
 using reason::View;
 using bf = __nv_bfloat16;
+using f16 = __half;
 
 namespace {
 
@@ -65,10 +67,8 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 template <class T>
-constexpr bool is_bf = std::is_same_v<T, bf>;
-template <class T>
 const char* type_name() {
-  return is_bf<T> ? "bf16" : "fp32";
+  return reason::test::storage_name<T>();
 }
 
 std::string label(const char* fmt, auto... args) {
@@ -659,6 +659,7 @@ int main() {
     std::uint64_t seed = 1000;
     all_policies<float>(ws, st, seed);
     all_policies<bf>(ws, st, seed);
+    all_policies<f16>(ws, st, seed);  // (fp16: the huge negative logits round to -inf, on both sides)
     // The workspace still works after the errors.
     {
       Philox gen(seed++, 5);

@@ -5,7 +5,7 @@
 // Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning" (2023),
 // after Dao et al., "FlashAttention" (2022); Milakov & Gimelshein, "Online normalizer calculation
 // for softmax" (2018). The contract is kernels/attention.hpp's with Dv == Dk == D and the default
-// scale, on device views, storage T = float or __nv_bfloat16, all arithmetic in fp32:
+// scale, on device views, storage T = float, __nv_bfloat16 or __half, all arithmetic in fp32:
 //   forward   out_t = sum_u p_tu v_u,  p_tu = exp(s_tu - lse_t),  s_tu = q_t . k_u / sqrt(D),
 //             lse_t = log sum_u exp(s_tu) (natural log, fp32, saved [B, H, T] for the backward;
 //             the View may be empty at inference); u runs over every key, or u <= t when causal.
@@ -22,7 +22,9 @@
 // Head dims 32, 64 and 128 (compile-time); anything else, H % Hkv != 0, a wrong shape or a strided
 // innermost dimension throws reason::Error naming the function, the tensor and its shape.
 //
-// Kernels. The bf16 tensor-core path (mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32, sm_80+):
+// Kernels. The tensor-core path for 16-bit storage (mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 or
+// .f32.f16.f16.f32, sm_80+: the same fragment layouts, so one set of kernels templated on the element
+// type E = __nv_bfloat16 | __half, which picks the instruction and the rounding of P and dS):
 //   fa_forward_mma_kernel   one 128-thread block (4 warps) per (query tile, head, batch); a warp
 //                     owns 16 * MT query rows of the tile. Q is copied to shared memory once;
 //                     K and V tiles of BC keys stream through two shared-memory buffers each
@@ -30,7 +32,7 @@
 //                     S = Q K^T on the tensor cores (ldmatrix from shared memory), the online
 //                     softmax in fp32 — running row max m and per-thread partial row sums l, the
 //                     exponent in log2 units (score * log2(e)/sqrt(D) - m, one FFMA, then ex2) —
-//                     and O += P V with P rounded to bf16 straight from the S accumulators (the C
+//                     and O += P V with P rounded to E straight from the S accumulators (the C
 //                     fragment of two adjacent n8 tiles is the A fragment of one k16 step). O is
 //                     rescaled only when a row max of the warp grew (otherwise every factor is
 //                     exactly 1). Causal tiles above the diagonal are never loaded; only tiles
@@ -51,8 +53,8 @@
 //                     for 16-byte stores, as the forward does.
 //   S and dP are thus computed twice (once per kernel) instead of adding dQ with floating-point
 //   atomics, as FA2 does: the price of determinism.
-// The SIMT path (fp32 storage; bf16 whose pointers or strides are not 16-byte aligned, which falls
-// back here rather than failing; devices below sm_80) has the same three kernels with 32 x 32
+// The SIMT path (fp32 storage; bf16 / fp16 whose pointers or strides are not 16-byte aligned, which
+// falls back here rather than failing; devices below sm_80) has the same three kernels with 32 x 32
 // tiles in fp32 shared memory and a thread per (row, quarter of the columns), everything in fp32
 // (P and dS are not rounded): correct and deterministic, not fast.
 //   fa_delta_kernel     delta_t = dout_t . out_t, a warp per row (out as stored, in T).
@@ -61,8 +63,9 @@
 //                     softmax over its keys four at a time (a key a warp step, the lanes splitting
 //                     D), then the warps' (m, l, o) are merged in warp order.
 //
-// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16", bf16): lane = 4 g + t,
-//   A 16x16 row-major, 4 regs of 2 bf16: a0 (row g, cols 2t, 2t+1), a1 (row g+8, cols 2t..),
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16", .bf16 and .f16 alike):
+//   lane = 4 g + t,
+//   A 16x16 row-major, 4 regs of 2 elements: a0 (row g, cols 2t, 2t+1), a1 (row g+8, cols 2t..),
 //     a2 (row g, cols 2t+8..), a3 (row g+8, cols 2t+8..);
 //   B 16x8 ("col": element (k, n)), 2 regs: b0 (k 2t, 2t+1; n g), b1 (k 2t+8, 2t+9; n g);
 //   C/D 16x8 fp32, 4 regs: c0, c1 (row g, cols 2t, 2t+1), c2, c3 (row g+8, cols 2t, 2t+1).
@@ -86,13 +89,17 @@
 // Determinism. No atomics anywhere; every sum has a fixed order that depends only on the sizes
 // (mma results do not depend on scheduling; quad and warp reductions are xor butterflies, which
 // leave the same bits in every lane), so a call repeated on the same inputs gives the same bits.
-// Numerics: scores, softmax statistics, accumulators and lse in fp32; bf16 storage rounds P and dS
-// to bf16 for the tensor cores (as FA2), out / dq / dk / dv once at the end. Exponentials are
-// ex2.approx.ftz.f32 (2 ulp; what exp2f compiles to, minus its subnormal handling: a probability
-// below 2^-126 counts as 0). tests/cuda/attention.cu derives the error bounds.
+// Numerics: scores, softmax statistics, accumulators and lse in fp32; 16-bit storage rounds P and
+// dS to the storage type for the tensor cores (as FA2), out / dq / dk / dv once at the end. In fp16,
+// P (<= 1) is rounded absolutely below 2^-14 (subnormals; below 2^-25 it is 0); dS carries the loss
+// scale in training, and |dS| >= 65520 becomes Inf (pack2_rn), never clamped: the trainer's loss
+// scaling sees it in the gradients and backs off. Exponentials are ex2.approx.ftz.f32 (2 ulp; what
+// exp2f compiles to, minus its subnormal handling: a probability below 2^-126 counts as 0).
+// tests/cuda/attention.cu derives the error bounds.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <climits>
@@ -130,7 +137,6 @@ class FlashAttentionWorkspace {
 
 namespace detail {
 
-using bf16_t = __nv_bfloat16;
 inline constexpr float kFaLog2e = 1.4426950408889634f;
 inline constexpr float kFaLn2 = 0.6931471805599453f;
 
@@ -162,7 +168,7 @@ struct FaArgs {
 };
 
 // ---------------------------------------------------------------------------------------------
-// PTX wrappers (sm_80+ for cp.async, ldmatrix and the bf16 mma)
+// PTX wrappers (sm_80+ for cp.async, ldmatrix and the bf16 / fp16 mma)
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -195,13 +201,24 @@ __device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], unsigned addr) {
                : "r"(addr));
 }
 
-/// c += A (16x16 bf16, row) * B (16x8 bf16, col), fp32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+/// c += A (16x16 E, row) * B (16x8 E, col), fp32 accumulators; E is __nv_bfloat16 or __half (the
+/// two instructions share every fragment layout, so only the type suffix differs).
+template <class E>
+__device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  static_assert(is_half_storage_v<E>, "mma_m16n8k16: the tensor-core element type is __nv_bfloat16 or __half");
+  if constexpr (std::is_same_v<E, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
 }
 
 /// 2^x by the multi-function unit (ex2.approx.ftz.f32: within 2 ulp of 2^x; results below 2^-126,
@@ -213,55 +230,49 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-/// Two floats as a bf16 pair (round to nearest even), lo in the low half.
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  unsigned r;
-  std::memcpy(&r, &v, sizeof r);
-  return r;
-}
-
-/// The A fragment of k16 step j from the fp32 accumulators of n-tiles 2j and 2j + 1.
+/// The A fragment (element type E) of k16 step j from the fp32 accumulators of n-tiles 2j and 2j + 1;
+/// each pair rounded to nearest even (pack2_rn: in fp16 |x| >= 65520 becomes Inf).
+template <class E>
 __device__ __forceinline__ void acc_to_a(unsigned (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
-  a[0] = pack_bf16(c0[0], c0[1]);
-  a[1] = pack_bf16(c0[2], c0[3]);
-  a[2] = pack_bf16(c1[0], c1[1]);
-  a[3] = pack_bf16(c1[2], c1[3]);
+  a[0] = pack2_rn<E>(c0[0], c0[1]);
+  a[1] = pack2_rn<E>(c0[2], c0[3]);
+  a[2] = pack2_rn<E>(c1[0], c1[1]);
+  a[3] = pack2_rn<E>(c1[2], c1[3]);
 }
 
 /// A lane's ldmatrix row address (shared-memory bytes) for the three uses in the header, at tile
 /// row 0, column 0 of a tile with row stride LD elements; the step (r0, k0) adds the compile-time
 /// constant 2 (r0 LD + k0) bytes, so the loops below index with immediates.
 ///   lds_a:  A operand;  lds_bt: B = X^T (non-transposed);  lds_b: B = X (transposed).
-template <int LD>
-__device__ __forceinline__ unsigned lds_a(const bf16_t* tile, int lane) {
+template <int LD, class E>
+__device__ __forceinline__ unsigned lds_a(const E* tile, int lane) {
   return smem_addr(tile + (lane % 16) * LD + (lane / 16) * 8);
 }
-template <int LD>
-__device__ __forceinline__ unsigned lds_bt(const bf16_t* tile, int lane) {
+template <int LD, class E>
+__device__ __forceinline__ unsigned lds_bt(const E* tile, int lane) {
   return smem_addr(tile + (lane % 8 + (lane / 16) * 8) * LD + ((lane / 8) % 2) * 8);
 }
-template <int LD>
-__device__ __forceinline__ unsigned lds_b(const bf16_t* tile, int lane) {
+template <int LD, class E>
+__device__ __forceinline__ unsigned lds_b(const E* tile, int lane) {
   return smem_addr(tile + (lane % 8 + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8);
 }
-/// Byte offset of element (r, c) in a tile of row stride LD.
+/// Byte offset of element (r, c) in a tile of row stride LD (2-byte elements).
 template <int LD>
 __device__ __forceinline__ constexpr unsigned at(int r, int c) {
   return static_cast<unsigned>(2 * (r * LD + c));
 }
 
-/// Rows [0, ROWS) x [0, D) of a bf16 tile (row r at src + r * ld, unit inner stride, 16-byte
+/// Rows [0, ROWS) x [0, D) of a 16-bit tile (row r at src + r * ld, unit inner stride, 16-byte
 /// aligned) into shared memory with row stride D + 8, by NT threads, 16 bytes each per step.
 /// Rows >= valid are zero-filled and not read (their source address is clamped to row 0).
-template <int ROWS, int D, int NT>
-__device__ __forceinline__ void tile_to_smem(bf16_t* dst, const bf16_t* src, index_t ld, int valid, int tid) {
+template <int ROWS, int D, int NT, class E>
+__device__ __forceinline__ void tile_to_smem(E* dst, const E* src, index_t ld, int valid, int tid) {
   constexpr int kChunks = D / 8, kLd = D + 8;
   static_assert(ROWS % (NT / kChunks) == 0, "tile_to_smem: the tile must be a whole number of steps");
   constexpr int kStep = NT / kChunks;  // rows per step
   static_assert(NT % kChunks == 0, "tile_to_smem: a step covers whole rows");
   const int r0 = tid / kChunks, c = (tid % kChunks) * 8;
-  const bf16_t* p = src + static_cast<index_t>(r0) * ld + c;
+  const E* p = src + static_cast<index_t>(r0) * ld + c;
   const index_t step = kStep * ld;
 #pragma unroll
   for (int i = 0; i < ROWS / kStep; ++i) {
@@ -274,8 +285,8 @@ __device__ __forceinline__ void tile_to_smem(bf16_t* dst, const bf16_t* src, ind
 
 /// Copies a warp's ROWS x D fp32 accumulator rows, staged as T in shared memory (row stride ld),
 /// to global rows row0.. (stride gld) with 16-byte stores; rows >= T are skipped.
-template <int ROWS, int D>
-__device__ __forceinline__ void smem_rows_to_global(const bf16_t* s, int ld, bf16_t* g, index_t gld, int row0, int T,
+template <int ROWS, int D, class E>
+__device__ __forceinline__ void smem_rows_to_global(const E* s, int ld, E* g, index_t gld, int row0, int T,
                                                     int lane) {
   constexpr int kChunks = D / 8;
 #pragma unroll
@@ -287,27 +298,29 @@ __device__ __forceinline__ void smem_rows_to_global(const bf16_t* s, int ld, bf1
   }
 }
 
-/// Writes a warp's 16 x D accumulator block (n-tiles of 8 columns, C layout) times `mul` as bf16
+/// Writes a warp's 16 x D accumulator block (n-tiles of 8 columns, C layout) times `mul` as E
 /// into shared memory rows r0.. (stride ld).
-template <int D>
-__device__ __forceinline__ void acc_to_smem(bf16_t* s, int ld, int r0, const float (&acc)[D / 8][4], float mul0,
+template <int D, class E>
+__device__ __forceinline__ void acc_to_smem(E* s, int ld, int r0, const float (&acc)[D / 8][4], float mul0,
                                             float mul1, int lane) {
   const int r = r0 + lane / 4, c = 2 * (lane % 4);
 #pragma unroll
   for (int dt = 0; dt < D / 8; ++dt) {
-    *reinterpret_cast<unsigned*>(s + r * ld + dt * 8 + c) = pack_bf16(acc[dt][0] * mul0, acc[dt][1] * mul0);
-    *reinterpret_cast<unsigned*>(s + (r + 8) * ld + dt * 8 + c) = pack_bf16(acc[dt][2] * mul1, acc[dt][3] * mul1);
+    *reinterpret_cast<unsigned*>(s + r * ld + dt * 8 + c) = pack2_rn<E>(acc[dt][0] * mul0, acc[dt][1] * mul0);
+    *reinterpret_cast<unsigned*>(s + (r + 8) * ld + dt * 8 + c) = pack2_rn<E>(acc[dt][2] * mul1, acc[dt][3] * mul1);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward, bf16 tensor cores
+// Forward, tensor cores (E: __nv_bfloat16 or __half)
+
+inline constexpr int kMmaElemBytes = 2;  // bf16 and fp16 alike: the tiles' layout is the same for both
 
 template <int D, int MT, int BC>
 struct FwdTile {
   static constexpr int kThreads = 128, kRows = 4 * 16 * MT, kLd = D + 8;
   static constexpr int kQ = kRows * kLd, kKV = BC * kLd;  // elements
-  static constexpr int kSmem = (kQ + 4 * kKV) * static_cast<int>(sizeof(bf16_t));
+  static constexpr int kSmem = (kQ + 4 * kKV) * kMmaElemBytes;
 };
 
 /// The forward's tile shape for head dim D: (m16 tiles per warp, keys per tile).
@@ -319,7 +332,7 @@ struct FwdShape {
   static constexpr int MT = 2, BC = D == 32 ? 128 : (D == 64 ? 64 : 32);
 };
 
-template <int D, int MT, int BC>
+template <class E, int D, int MT, int BC>
 __global__ void __launch_bounds__(128, 2) fa_forward_mma_kernel(const FaArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
@@ -327,9 +340,9 @@ __global__ void __launch_bounds__(128, 2) fa_forward_mma_kernel(const FaArgs a) 
   using C = FwdTile<D, MT, BC>;
   constexpr int kLd = C::kLd, kWarpRows = 16 * MT;
   extern __shared__ __align__(16) unsigned char fa_smem[];
-  bf16_t* sQ = reinterpret_cast<bf16_t*>(fa_smem);
-  bf16_t* sK = sQ + C::kQ;       // two buffers of BC rows
-  bf16_t* sV = sK + 2 * C::kKV;  // two buffers of BC rows
+  E* sQ = reinterpret_cast<E*>(fa_smem);
+  E* sK = sQ + C::kQ;       // two buffers of BC rows
+  E* sV = sK + 2 * C::kKV;  // two buffers of BC rows
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int T = a.T;
   // Causal: the longest rows first (the grid is launched in blockIdx.x order).
@@ -337,9 +350,9 @@ __global__ void __launch_bounds__(128, 2) fa_forward_mma_kernel(const FaArgs a) 
       a.causal ? static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
   const int h = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z), g = h / a.group;
   const int m0 = mb * C::kRows, wrow = warp * kWarpRows;
-  const auto* qg = static_cast<const bf16_t*>(a.q) + b * a.q0 + static_cast<index_t>(m0) * a.q1 + h * a.q2;
-  const auto* kg = static_cast<const bf16_t*>(a.k) + b * a.k0 + g * a.k2;
-  const auto* vg = static_cast<const bf16_t*>(a.v) + b * a.v0 + g * a.v2;
+  const auto* qg = static_cast<const E*>(a.q) + b * a.q0 + static_cast<index_t>(m0) * a.q1 + h * a.q2;
+  const auto* kg = static_cast<const E*>(a.k) + b * a.k0 + g * a.k2;
+  const auto* vg = static_cast<const E*>(a.v) + b * a.v0 + g * a.v2;
   const int kend = a.causal ? min(T, m0 + C::kRows) : T;  // keys [0, kend) are visible to some row
   const int nblocks = (kend + BC - 1) / BC;
 
@@ -393,8 +406,8 @@ __global__ void __launch_bounds__(128, 2) fa_forward_mma_kernel(const FaArgs a) 
         ldsm_x4(kb, k_addr + buf + at<kLd>(np * 16, ks * 16));
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma_bf16(s[mt][2 * np], qa[mt], kb[0], kb[1]);
-          mma_bf16(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+          mma_m16n8k16<E>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
+          mma_m16n8k16<E>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
         }
       }
     }
@@ -451,13 +464,13 @@ __global__ void __launch_bounds__(128, 2) fa_forward_mma_kernel(const FaArgs a) 
 #pragma unroll
           for (int e = 0; e < 4; ++e) o[mt][dt][e] *= corr[mt][e / 2];
     }
-    // O += P V: k16 steps over the tile's keys, n-tiles over D. P goes to bf16 first (half the
+    // O += P V: k16 steps over the tile's keys, n-tiles over D. P goes to E first (half the
     // registers of the fp32 scores).
     unsigned pa[MT][BC / 16][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int kk = 0; kk < BC / 16; ++kk) acc_to_a(pa[mt][kk], s[mt][2 * kk], s[mt][2 * kk + 1]);
+      for (int kk = 0; kk < BC / 16; ++kk) acc_to_a<E>(pa[mt][kk], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
 #pragma unroll
@@ -466,8 +479,8 @@ __global__ void __launch_bounds__(128, 2) fa_forward_mma_kernel(const FaArgs a) 
         ldsm_x4_t(vb, v_addr + buf + at<kLd>(kk * 16, dp * 16));
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma_bf16(o[mt][2 * dp], pa[mt][kk], vb[0], vb[1]);
-          mma_bf16(o[mt][2 * dp + 1], pa[mt][kk], vb[2], vb[3]);
+          mma_m16n8k16<E>(o[mt][2 * dp], pa[mt][kk], vb[0], vb[1]);
+          mma_m16n8k16<E>(o[mt][2 * dp + 1], pa[mt][kk], vb[2], vb[3]);
         }
       }
     }
@@ -492,13 +505,13 @@ __global__ void __launch_bounds__(128, 2) fa_forward_mma_kernel(const FaArgs a) 
     acc_to_smem<D>(sQ, kLd, wrow + mt * 16, o[mt], inv[0], inv[1], lane);
   }
   __syncwarp();
-  auto* og = static_cast<bf16_t*>(a.out) + b * a.o0 + h * a.o2;
+  auto* og = static_cast<E*>(a.out) + b * a.o0 + h * a.o2;
   smem_rows_to_global<kWarpRows, D>(sQ + wrow * kLd, kLd, og, a.o1, m0 + wrow, T, lane);
 #endif
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward, bf16 tensor cores
+// Backward, tensor cores
 
 /// dK/dV kernel: 64 keys a block (16 a warp), query tiles of BR rows.
 template <int D, int BR>
@@ -506,14 +519,14 @@ struct DkdvTile {
   static constexpr int kKeys = 64, kLd = D + 8;
   static constexpr int kKV = kKeys * kLd, kQ = BR * kLd;  // elements
   static constexpr int kSmem =
-      (2 * kKV + 4 * kQ) * static_cast<int>(sizeof(bf16_t)) + 4 * BR * static_cast<int>(sizeof(float));
+      (2 * kKV + 4 * kQ) * kMmaElemBytes + 4 * BR * static_cast<int>(sizeof(float));
 };
 template <int D>
 struct DkdvShape {
   static constexpr int BR = 64;
 };
 
-template <int D, int BR>
+template <class E, int D, int BR>
 __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
@@ -521,10 +534,10 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaAr
   using C = DkdvTile<D, BR>;
   constexpr int kLd = C::kLd;
   extern __shared__ __align__(16) unsigned char fa_smem[];
-  bf16_t* sK = reinterpret_cast<bf16_t*>(fa_smem);
-  bf16_t* sV = sK + C::kKV;
-  bf16_t* sQ = sV + C::kKV;                              // two buffers of BR rows
-  bf16_t* sO = sQ + 2 * C::kQ;                           // dO, two buffers
+  E* sK = reinterpret_cast<E*>(fa_smem);
+  E* sV = sK + C::kKV;
+  E* sQ = sV + C::kKV;                              // two buffers of BR rows
+  E* sO = sQ + 2 * C::kQ;                           // dO, two buffers
   float* sL = reinterpret_cast<float*>(sO + 2 * C::kQ);  // lse, two buffers of BR
   float* sD = sL + 2 * BR;                               // delta, two buffers of BR
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
@@ -536,17 +549,17 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaAr
   const int iters = group * per_head;
 
   tile_to_smem<C::kKeys, D, 128>(
-      sK, static_cast<const bf16_t*>(a.k) + b * a.k0 + static_cast<index_t>(n0) * a.k1 + kvh * a.k2, a.k1, T - n0, tid);
+      sK, static_cast<const E*>(a.k) + b * a.k0 + static_cast<index_t>(n0) * a.k1 + kvh * a.k2, a.k1, T - n0, tid);
   tile_to_smem<C::kKeys, D, 128>(
-      sV, static_cast<const bf16_t*>(a.v) + b * a.v0 + static_cast<index_t>(n0) * a.v1 + kvh * a.v2, a.v1, T - n0, tid);
+      sV, static_cast<const E*>(a.v) + b * a.v0 + static_cast<index_t>(n0) * a.v1 + kvh * a.v2, a.v1, T - n0, tid);
   // Query tile `it` (head kvh * group + it / per_head, tile m_first + it % per_head) into buffer `buf`.
   const auto load_tile = [&](int it, int buf) {
     const int h = kvh * group + it / per_head, m0 = (m_first + it % per_head) * BR;
     tile_to_smem<BR, D, 128>(sQ + buf * C::kQ,
-                             static_cast<const bf16_t*>(a.q) + b * a.q0 + static_cast<index_t>(m0) * a.q1 + h * a.q2,
+                             static_cast<const E*>(a.q) + b * a.q0 + static_cast<index_t>(m0) * a.q1 + h * a.q2,
                              a.q1, T - m0, tid);
     tile_to_smem<BR, D, 128>(
-        sO + buf * C::kQ, static_cast<const bf16_t*>(a.dout) + b * a.do0 + static_cast<index_t>(m0) * a.do1 + h * a.do2,
+        sO + buf * C::kQ, static_cast<const E*>(a.dout) + b * a.do0 + static_cast<index_t>(m0) * a.do1 + h * a.do2,
         a.do1, T - m0, tid);
     if (tid < BR) {
       const bool ok = m0 + tid < T;
@@ -594,8 +607,8 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaAr
       for (int np = 0; np < BR / 16; ++np) {
         unsigned qb[4];
         ldsm_x4(qb, qt_addr + boff + at<kLd>(np * 16, ks * 16));
-        mma_bf16(st[2 * np], ka, qb[0], qb[1]);
-        mma_bf16(st[2 * np + 1], ka, qb[2], qb[3]);
+        mma_m16n8k16<E>(st[2 * np], ka, qb[0], qb[1]);
+        mma_m16n8k16<E>(st[2 * np + 1], ka, qb[2], qb[3]);
       }
     }
     // P^T = exp(S^T / sqrt(D) - lse) (in log2 units), zero where masked.
@@ -616,13 +629,13 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaAr
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk) {
       unsigned pa[4];
-      acc_to_a(pa, st[2 * kk], st[2 * kk + 1]);
+      acc_to_a<E>(pa, st[2 * kk], st[2 * kk + 1]);
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         unsigned ob[4];
         ldsm_x4_t(ob, o_addr + boff + at<kLd>(kk * 16, dp * 16));
-        mma_bf16(dv[2 * dp], pa, ob[0], ob[1]);
-        mma_bf16(dv[2 * dp + 1], pa, ob[2], ob[3]);
+        mma_m16n8k16<E>(dv[2 * dp], pa, ob[0], ob[1]);
+        mma_m16n8k16<E>(dv[2 * dp + 1], pa, ob[2], ob[3]);
       }
     }
     // dP^T = V dO^T, then dS^T = P^T (dP^T - delta) in place.
@@ -639,8 +652,8 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaAr
       for (int np = 0; np < BR / 16; ++np) {
         unsigned ob[4];
         ldsm_x4(ob, ot_addr + boff + at<kLd>(np * 16, ks * 16));
-        mma_bf16(dpt[2 * np], va, ob[0], ob[1]);
-        mma_bf16(dpt[2 * np + 1], va, ob[2], ob[3]);
+        mma_m16n8k16<E>(dpt[2 * np], va, ob[0], ob[1]);
+        mma_m16n8k16<E>(dpt[2 * np + 1], va, ob[2], ob[3]);
       }
     }
 #pragma unroll
@@ -651,13 +664,13 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaAr
 #pragma unroll
     for (int kk = 0; kk < BR / 16; ++kk) {
       unsigned sa[4];
-      acc_to_a(sa, dpt[2 * kk], dpt[2 * kk + 1]);
+      acc_to_a<E>(sa, dpt[2 * kk], dpt[2 * kk + 1]);
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         unsigned qb[4];
         ldsm_x4_t(qb, q_addr + boff + at<kLd>(kk * 16, dp * 16));
-        mma_bf16(dk[2 * dp], sa, qb[0], qb[1]);
-        mma_bf16(dk[2 * dp + 1], sa, qb[2], qb[3]);
+        mma_m16n8k16<E>(dk[2 * dp], sa, qb[0], qb[1]);
+        mma_m16n8k16<E>(dk[2 * dp + 1], sa, qb[2], qb[3]);
       }
     }
   }
@@ -668,9 +681,9 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dkdv_mma_kernel(const FaAr
   acc_to_smem<D>(sK, kLd, wkey, dk, a.scale, a.scale, lane);
   acc_to_smem<D>(sV, kLd, wkey, dv, 1.0f, 1.0f, lane);
   __syncwarp();
-  smem_rows_to_global<16, D>(sK + wkey * kLd, kLd, static_cast<bf16_t*>(a.dk) + b * a.dk0 + kvh * a.dk2, a.dk1,
+  smem_rows_to_global<16, D>(sK + wkey * kLd, kLd, static_cast<E*>(a.dk) + b * a.dk0 + kvh * a.dk2, a.dk1,
                              n0 + wkey, T, lane);
-  smem_rows_to_global<16, D>(sV + wkey * kLd, kLd, static_cast<bf16_t*>(a.dv) + b * a.dv0 + kvh * a.dv2, a.dv1,
+  smem_rows_to_global<16, D>(sV + wkey * kLd, kLd, static_cast<E*>(a.dv) + b * a.dv0 + kvh * a.dv2, a.dv1,
                              n0 + wkey, T, lane);
 #endif
 }
@@ -680,14 +693,14 @@ template <int D, int BC>
 struct DqTile {
   static constexpr int kRows = 64, kLd = D + 8;
   static constexpr int kQ = kRows * kLd, kKV = BC * kLd;
-  static constexpr int kSmem = (2 * kQ + 4 * kKV) * static_cast<int>(sizeof(bf16_t));
+  static constexpr int kSmem = (2 * kQ + 4 * kKV) * kMmaElemBytes;
 };
 template <int D>
 struct DqShape {
   static constexpr int BC = 64;
 };
 
-template <int D, int BC>
+template <class E, int D, int BC>
 __global__ void __launch_bounds__(128, 2) fa_backward_dq_mma_kernel(const FaArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
@@ -695,25 +708,25 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dq_mma_kernel(const FaArgs
   using C = DqTile<D, BC>;
   constexpr int kLd = C::kLd;
   extern __shared__ __align__(16) unsigned char fa_smem[];
-  bf16_t* sQ = reinterpret_cast<bf16_t*>(fa_smem);
-  bf16_t* sO = sQ + C::kQ;
-  bf16_t* sK = sO + C::kQ;       // two buffers of BC rows
-  bf16_t* sV = sK + 2 * C::kKV;  // two buffers of BC rows
+  E* sQ = reinterpret_cast<E*>(fa_smem);
+  E* sO = sQ + C::kQ;
+  E* sK = sO + C::kQ;       // two buffers of BC rows
+  E* sV = sK + 2 * C::kKV;  // two buffers of BC rows
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int T = a.T;
   const int mb =
       a.causal ? static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x);
   const int h = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z), g = h / a.group;
   const int m0 = mb * C::kRows, wrow = warp * 16;
-  const auto* kg = static_cast<const bf16_t*>(a.k) + b * a.k0 + g * a.k2;
-  const auto* vg = static_cast<const bf16_t*>(a.v) + b * a.v0 + g * a.v2;
+  const auto* kg = static_cast<const E*>(a.k) + b * a.k0 + g * a.k2;
+  const auto* vg = static_cast<const E*>(a.v) + b * a.v0 + g * a.v2;
   const int kend = a.causal ? min(T, m0 + C::kRows) : T;
   const int nblocks = (kend + BC - 1) / BC;
 
   tile_to_smem<C::kRows, D, 128>(
-      sQ, static_cast<const bf16_t*>(a.q) + b * a.q0 + static_cast<index_t>(m0) * a.q1 + h * a.q2, a.q1, T - m0, tid);
+      sQ, static_cast<const E*>(a.q) + b * a.q0 + static_cast<index_t>(m0) * a.q1 + h * a.q2, a.q1, T - m0, tid);
   tile_to_smem<C::kRows, D, 128>(
-      sO, static_cast<const bf16_t*>(a.dout) + b * a.do0 + static_cast<index_t>(m0) * a.do1 + h * a.do2, a.do1, T - m0,
+      sO, static_cast<const E*>(a.dout) + b * a.do0 + static_cast<index_t>(m0) * a.do1 + h * a.do2, a.do1, T - m0,
       tid);
   tile_to_smem<BC, D, 128>(sK, kg, a.k1, T, tid);
   tile_to_smem<BC, D, 128>(sV, vg, a.v1, T, tid);
@@ -763,8 +776,8 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dq_mma_kernel(const FaArgs
       for (int np = 0; np < BC / 16; ++np) {
         unsigned kb[4];
         ldsm_x4(kb, kt_addr + buf + at<kLd>(np * 16, ks * 16));
-        mma_bf16(s[2 * np], qa, kb[0], kb[1]);
-        mma_bf16(s[2 * np + 1], qa, kb[2], kb[3]);
+        mma_m16n8k16<E>(s[2 * np], qa, kb[0], kb[1]);
+        mma_m16n8k16<E>(s[2 * np + 1], qa, kb[2], kb[3]);
       }
     }
 #pragma unroll
@@ -775,8 +788,8 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dq_mma_kernel(const FaArgs
       for (int np = 0; np < BC / 16; ++np) {
         unsigned vb[4];
         ldsm_x4(vb, vt_addr + buf + at<kLd>(np * 16, ks * 16));
-        mma_bf16(dp[2 * np], oa, vb[0], vb[1]);
-        mma_bf16(dp[2 * np + 1], oa, vb[2], vb[3]);
+        mma_m16n8k16<E>(dp[2 * np], oa, vb[0], vb[1]);
+        mma_m16n8k16<E>(dp[2 * np + 1], oa, vb[2], vb[3]);
       }
     }
     // dS = P (dP - delta), P = exp2(S log2(e)/sqrt(D) - lse log2(e)), zero where masked.
@@ -797,13 +810,13 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dq_mma_kernel(const FaArgs
 #pragma unroll
     for (int kk = 0; kk < BC / 16; ++kk) {
       unsigned sa[4];
-      acc_to_a(sa, dp[2 * kk], dp[2 * kk + 1]);
+      acc_to_a<E>(sa, dp[2 * kk], dp[2 * kk + 1]);
 #pragma unroll
       for (int dd = 0; dd < D / 16; ++dd) {
         unsigned kb[4];
         ldsm_x4_t(kb, k_addr + buf + at<kLd>(kk * 16, dd * 16));
-        mma_bf16(dq[2 * dd], sa, kb[0], kb[1]);
-        mma_bf16(dq[2 * dd + 1], sa, kb[2], kb[3]);
+        mma_m16n8k16<E>(dq[2 * dd], sa, kb[0], kb[1]);
+        mma_m16n8k16<E>(dq[2 * dd + 1], sa, kb[2], kb[3]);
       }
     }
   }
@@ -812,15 +825,15 @@ __global__ void __launch_bounds__(128, 2) fa_backward_dq_mma_kernel(const FaArgs
   __syncwarp();
   acc_to_smem<D>(sQ, kLd, wrow, dq, a.scale, a.scale, lane);
   __syncwarp();
-  smem_rows_to_global<16, D>(sQ + wrow * kLd, kLd, static_cast<bf16_t*>(a.dq) + b * a.dq0 + h * a.dq2, a.dq1, m0 + wrow,
+  smem_rows_to_global<16, D>(sQ + wrow * kLd, kLd, static_cast<E*>(a.dq) + b * a.dq0 + h * a.dq2, a.dq1, m0 + wrow,
                              T, lane);
 #endif
 }
 
 // ---------------------------------------------------------------------------------------------
-// SIMT path (fp32 storage, unaligned bf16, pre-sm_80): 32 x 32 tiles in fp32 shared memory, a thread
-// per (row, column quarter): columns c4 + 4 i, so a quad's loads of a shared row are one broadcast
-// and the 8 rows of a warp fall in different banks (rows padded to D + 1 floats).
+// SIMT path (fp32 storage, unaligned bf16 / fp16, pre-sm_80): 32 x 32 tiles in fp32 shared memory,
+// a thread per (row, column quarter): columns c4 + 4 i, so a quad's loads of a shared row are one
+// broadcast and the 8 rows of a warp fall in different banks (rows padded to D + 1 floats).
 
 inline constexpr int kSimtTile = 32;
 
@@ -1237,11 +1250,11 @@ FaArgs fa_args(const View<const T, 4>& q, const View<const T, 4>& k, const View<
 
 template <class T, int D>
 void fa_launch_forward(const FaArgs& a, int B, bool mma, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, bf16_t>) {
+  if constexpr (is_half_storage_v<T>) {
     if (mma) {
       constexpr int MT = FwdShape<D>::MT, BC = FwdShape<D>::BC;
       using C = FwdTile<D, MT, BC>;
-      const auto kernel = fa_forward_mma_kernel<D, MT, BC>;
+      const auto kernel = fa_forward_mma_kernel<T, D, MT, BC>;
       fa_set_smem(kernel, C::kSmem);
       const dim3 grid(static_cast<unsigned>((a.T + C::kRows - 1) / C::kRows), static_cast<unsigned>(a.H),
                       static_cast<unsigned>(B));
@@ -1261,13 +1274,13 @@ void fa_launch_forward(const FaArgs& a, int B, bool mma, cudaStream_t stream) {
 
 template <class T, int D>
 void fa_launch_backward(const FaArgs& a, int B, int Hkv, bool mma, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, bf16_t>) {
+  if constexpr (is_half_storage_v<T>) {
     if (mma) {
       constexpr int BR = DkdvShape<D>::BR, BC = DqShape<D>::BC;
       using K1 = DkdvTile<D, BR>;
       using K2 = DqTile<D, BC>;
-      const auto dkdv = fa_backward_dkdv_mma_kernel<D, BR>;
-      const auto dq = fa_backward_dq_mma_kernel<D, BC>;
+      const auto dkdv = fa_backward_dkdv_mma_kernel<T, D, BR>;
+      const auto dq = fa_backward_dq_mma_kernel<T, D, BC>;
       fa_set_smem(dkdv, K1::kSmem);
       fa_set_smem(dq, K2::kSmem);
       const dim3 g1(static_cast<unsigned>((a.T + K1::kKeys - 1) / K1::kKeys), static_cast<unsigned>(Hkv),
@@ -1302,7 +1315,7 @@ void fa_launch_decode(const FaArgs& a, int B, bool vec, cudaStream_t stream) {
   REASON_CUDA_CHECK(cudaGetLastError());
 }
 
-/// Whether every view allows 16-byte (8 x bf16) cp.async: aligned base, strides multiples of 8.
+/// Whether every view allows 16-byte (8 x bf16 / fp16) cp.async: aligned base, strides multiples of 8.
 template <class... V>
 bool fa_aligned16(const V&... v) {
   return (vec_ok(v, 8) && ...);
@@ -1320,7 +1333,7 @@ void flash_attention_forward(View<const std::type_identity_t<T>, 4> q,  // q: [B
                              View<T, 4> out,                            // out: [B, T, H, D]
                              View<float, 3> lse,                        // lse: [B, H, T] fp32, or empty
                              cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::flash_attention_forward: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::flash_attention_forward: T is float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::flash_attention_forward";
   const auto sz = kernels::detail::check_attention<T>(fn, q, k, v, out, "out", true);
   detail::fa_check_head_dim(fn, "q", sz.Dk, shape_string(q.shape));
@@ -1334,7 +1347,7 @@ void flash_attention_forward(View<const std::type_identity_t<T>, 4> q,  // q: [B
   a.l0 = lse.stride[0];
   a.l1 = lse.stride[1];
   const bool mma =
-      std::is_same_v<T, detail::bf16_t> && detail::fa_aligned16(q, k, v, out) && detail::fa_device_has_mma();
+      detail::is_half_storage_v<T> && detail::fa_aligned16(q, k, v, out) && detail::fa_device_has_mma();
   const int B = static_cast<int>(sz.B);
   switch (sz.Dk) {
     case 32:
@@ -1364,7 +1377,7 @@ void flash_attention_backward(FlashAttentionWorkspace& ws,                  // w
                               View<T, 4> dk,                                // dk: [B, T, Hkv, D], overwritten
                               View<T, 4> dv,                                // dv: [B, T, Hkv, D], overwritten
                               cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::flash_attention_backward: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::flash_attention_backward: T is float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::flash_attention_backward";
   const auto sz = kernels::detail::check_attention<T>(fn, q, k, v, out, "out", true);
   const index_t B = sz.B, Tn = sz.T, H = sz.H, Hkv = sz.Hkv, D = sz.Dk;
@@ -1395,7 +1408,7 @@ void flash_attention_backward(FlashAttentionWorkspace& ws,                  // w
   const index_t rows = B * Tn * H;
   detail::fa_delta_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(a, static_cast<int>(D), rows);
   REASON_CUDA_CHECK(cudaGetLastError());
-  const bool mma = std::is_same_v<T, detail::bf16_t> && detail::fa_aligned16(q, k, v, dout, dq, dk, dv) &&
+  const bool mma = detail::is_half_storage_v<T> && detail::fa_aligned16(q, k, v, dout, dq, dk, dv) &&
                    detail::fa_device_has_mma();
   const int Bi = static_cast<int>(B), Hkvi = static_cast<int>(Hkv);
   switch (D) {
@@ -1419,7 +1432,7 @@ void attention_decode(View<const std::type_identity_t<T>, 3> q,        // q: [B,
                       index_t len,                                     // 1 <= len <= S
                       View<T, 3> out,                                  // out: [B, H, D]
                       cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::attention_decode: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::attention_decode: T is float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::attention_decode";
   const auto sz = kernels::detail::check_decode<T>(fn, q, k_cache, v_cache, out, "k_cache", "v_cache", true);
   detail::fa_check_head_dim(fn, "q", sz.Dk, shape_string(q.shape));

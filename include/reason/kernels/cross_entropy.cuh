@@ -6,7 +6,7 @@
 //   target < 0 ignores the row (loss 0, gradient 0); a target >= V is an Error naming the row and
 //   the value ("targets[n] = t is out of range for vocabulary size V"), as on the host.
 //
-// Kernels (T, the logits' storage type, is float or __nv_bfloat16; all arithmetic is fp32):
+// Kernels (T, the logits' storage type, is float, __nv_bfloat16 or __half; all arithmetic is fp32):
 //   ce_check_targets_kernel
 //                     one block over all N targets: counts target >= 0 and finds the first
 //                     target >= V (the minimum of (row << 32 | value) over a fixed block
@@ -17,7 +17,10 @@
 //                     over a strided slice of the row; the (m, s) pairs are merged by warp
 //                     shuffles and then across warps in a fixed order, so the result is
 //                     deterministic. Pass 2 rereads the row and writes
-//                     grad_scale * exp(x - M) / S (minus grad_scale at the target) over it in T.
+//                     grad_scale * exp(x - M) / S (minus grad_scale at the target) over it in T,
+//                     formed in fp32 with grad_scale applied and rounded to T once (fp16 loss
+//                     scaling passes the loss scale inside grad_scale: an overflow is stored as
+//                     +-Inf, never clamped; see the kernel).
 //                     -inf logits count as probability 0 (never NaN); a NaN logit makes the
 //                     row's loss NaN, as on the host. The row loss, (M - x_t) + log S computed
 //                     in double, is stored in fp32 per row. If the status says a target is out
@@ -37,7 +40,8 @@
 // (beta = 1) — the [N, V] logits never exist. Chunks whose rows are all ignored are not skipped
 // (the host cannot see the device targets without a sync): their gradient rows are exact zeros,
 // so dh_c = 0 and dW gains exactly 0, the same result as the host's skip for finite h and W.
-// dh and dw may be fp32 while h and w are bf16 (fp32 gradient accumulation in mixed precision).
+// dh and dw may be fp32 while h and w are bf16 or fp16 (fp32 gradient accumulation in mixed
+// precision); the logits of a chunk live in T (scratch), as a separate LM-head GEMM would store them.
 //
 // Differences from the host kernel, all rounding-level: the host sums exp in double in index
 // order, the device in fp32 in a blocked tree; expf is CUDA's (<= 2 ulp) rather than the C
@@ -46,6 +50,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -59,6 +64,7 @@
 #include "reason/core/error.hpp"
 #include "reason/core/view.hpp"
 #include "reason/kernels/cross_entropy.hpp"
+#include "reason/kernels/device_util.cuh"
 #include "reason/kernels/gemm.cuh"
 
 namespace reason::gpu {
@@ -99,10 +105,15 @@ __device__ __forceinline__ void ce_online_merge(float& m, float& s, float m2, fl
   s = a + b;
 }
 
-__device__ __forceinline__ float ce_load(const float* p) { return *p; }
-__device__ __forceinline__ float ce_load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void ce_store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void ce_store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+template <class T>
+__device__ __forceinline__ float ce_load(const T* p) {
+  return to_f32(*p);
+}
+/// Rounds to T once, to nearest even; in fp16 |v| >= 65520 becomes +-Inf (never clamped).
+template <class T>
+__device__ __forceinline__ void ce_store(T* p, float v) {
+  *p = from_f32<T>(v);
+}
 
 /// Validates targets [N] (one block of Block threads): status = {first bad, count, 0}.
 template <int Block>
@@ -190,7 +201,13 @@ __global__ void __launch_bounds__(Block)
   }
   __syncthreads();
   if (!want_grad) return;
-  // Pass 2: the gradient in place (each element read and written by the same thread).
+  // Pass 2: the gradient in place (each element read and written by the same thread). This is the
+  // seed gradient of the backward: formed in fp32 with grad_scale applied — under fp16 loss
+  // scaling grad_scale is the trainer's loss scale (up to 2^24 or more) times 1 / tokens — and
+  // only then rounded to T, once. So small probabilities are lifted above fp16's underflow before
+  // the rounding, and a value beyond fp16's range is stored as +-Inf: it reaches dh and dW and,
+  // through the backward, the fp32 parameter gradients, so the trainer sees a non-finite gradient
+  // norm and skips the step. Never clamp or flush it here.
   const float M = s_row_m, c = grad_scale / s_row_s;
 #pragma unroll 4
   for (int v = static_cast<int>(threadIdx.x); v < V; v += Block) {
@@ -231,7 +248,7 @@ void launch_ce_rows(T* x, index_t ld, index_t rows, index_t V, const std::int32_
 }
 
 template <class T>
-constexpr bool ce_type_ok = std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>;
+constexpr bool ce_type_ok = is_storage_v<T>;
 
 }  // namespace detail
 
@@ -299,7 +316,7 @@ template <class T>
 CrossEntropyResult softmax_cross_entropy(CrossEntropyWorkspace& ws, View<T, 2> logits,
                                          View<const std::int32_t, 1> targets, float grad_scale, bool want_grad,
                                          cudaStream_t stream = nullptr) {
-  static_assert(detail::ce_type_ok<T>, "gpu::softmax_cross_entropy: logits are float or __nv_bfloat16");
+  static_assert(detail::ce_type_ok<T>, "gpu::softmax_cross_entropy: logits are float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::softmax_cross_entropy";
   const index_t N = logits.shape[0], V = logits.shape[1];
   detail::ce_check_sizes(fn, N, V);
@@ -317,12 +334,12 @@ CrossEntropyResult softmax_cross_entropy(CrossEntropyWorkspace& ws, View<T, 2> l
 }
 
 /// Fused LM head and cross-entropy on the device, chunk by chunk (kernels::lm_head_cross_entropy's contract).
-///   h [N, C] hidden states; w [V, C] the LM head weight (T: float or __nv_bfloat16);
+///   h [N, C] hidden states; w [V, C] the LM head weight (T: float, __nv_bfloat16 or __half);
 ///   targets [N] (device, contiguous) in [0, V), or < 0 to ignore; grad_scale multiplies both gradients;
 ///   scratch [R, V] (T) workspace, R >= 1 rows per chunk;
 ///   dh [N, C] overwritten with grad_scale * dlogits w, or empty (DH: T or float, default G);
 ///   dw [V, C] accumulated (beta = 1) with grad_scale * dlogits^T h, or empty. G is T or float
-///   (a bf16 model keeps dh in bf16 beside its other activations and dw in fp32 with its gradients).
+///   (a bf16 / fp16 model keeps dh in T beside its other activations and dw in fp32 with its gradients).
 /// compute: Compute::tf32 lets fp32 GEMMs use tf32 tensor cores. A target >= V throws after the
 /// work is done, naming the row and value; dh is then zero and dw has gained exactly 0.
 template <class T, class G = T, class DH = G>
@@ -330,7 +347,7 @@ CrossEntropyResult lm_head_cross_entropy(CublasLtGemm& gemm, CrossEntropyWorkspa
                                          View<const T, 2> w, View<const std::int32_t, 1> targets, float grad_scale,
                                          View<T, 2> scratch, View<DH, 2> dh, View<G, 2> dw,
                                          cudaStream_t stream = nullptr, Compute compute = Compute::fp32) {
-  static_assert(detail::ce_type_ok<T>, "gpu::lm_head_cross_entropy: h and w are float or __nv_bfloat16");
+  static_assert(detail::ce_type_ok<T>, "gpu::lm_head_cross_entropy: h and w are float, __nv_bfloat16 or __half");
   static_assert((std::is_same_v<G, T> || std::is_same_v<G, float>) && (std::is_same_v<DH, T> || std::is_same_v<DH, float>),
                 "gpu::lm_head_cross_entropy: dh and dw have the inputs' type or float");
   constexpr const char* fn = "gpu::lm_head_cross_entropy";

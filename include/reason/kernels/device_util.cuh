@@ -1,8 +1,12 @@
 // reason/kernels/device_util.cuh — the small pieces the element-wise CUDA kernels share.
 //
-//   storage types     float or __nv_bfloat16; arithmetic always in fp32 (to_f32 / from_f32, the
-//                     latter rounding to nearest even exactly like the host reason::bf16(float)).
-//   Pack<T, N>        N elements in one aligned load or store (16 bytes: float4-sized or 8 bf16).
+//   storage types     float, __nv_bfloat16 or __half; arithmetic always in fp32 (to_f32 / from_f32,
+//                     the latter rounding to nearest even exactly like the host reason::bf16(float) /
+//                     reason::fp16(float): __float2bfloat16_rn / __float2half_rn, and for fp16 a
+//                     magnitude >= 65520 becomes Inf, never the largest finite value — an overflow
+//                     stays visible, which fp16 loss scaling relies on).
+//   pack2_rn<T>       two floats as one 32-bit word of a 16-bit storage type (the same rounding).
+//   Pack<T, N>        N elements in one aligned load or store (16 bytes: float4-sized or 8 bf16 / fp16).
 //   vec_ok            whether a view may be read VEC elements at a time: base pointer aligned to
 //                     VEC elements, every leading stride a multiple of VEC, the row width too.
 //   warp_sum          butterfly shuffle sum: a fixed order, so the same inputs give the same bits.
@@ -13,9 +17,11 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "reason/core/cuda_check.hpp"
@@ -25,15 +31,20 @@
 
 namespace reason::gpu::detail {
 
+/// The 16-bit storage types (fp32 arithmetic on them; fragments of two in one 32-bit register).
 template <class T>
-inline constexpr bool is_storage_v = std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>;
+inline constexpr bool is_half_storage_v = std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>;
+template <class T>
+inline constexpr bool is_storage_v = std::is_same_v<T, float> || is_half_storage_v<T>;
 
 template <class T>
 __device__ __forceinline__ float to_f32(T x) {
   if constexpr (std::is_same_v<T, float>) {
     return x;
-  } else {
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     return __bfloat162float(x);
+  } else {
+    return __half2float(x);
   }
 }
 
@@ -41,9 +52,26 @@ template <class T>
 __device__ __forceinline__ T from_f32(float x) {
   if constexpr (std::is_same_v<T, float>) {
     return x;
-  } else {
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     return __float2bfloat16_rn(x);
+  } else {
+    return __float2half_rn(x);  // nearest even; |x| >= 65520 -> Inf (as the host reason::fp16)
   }
+}
+
+/// {lo, hi} rounded to T (nearest even, as from_f32) in one 32-bit word, lo in the low half.
+template <class T>
+__device__ __forceinline__ unsigned pack2_rn(float lo, float hi) {
+  static_assert(is_half_storage_v<T>, "pack2_rn: T is __nv_bfloat16 or __half");
+  unsigned r;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    std::memcpy(&r, &v, sizeof r);
+  } else {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    std::memcpy(&r, &v, sizeof r);
+  }
+  return r;
 }
 
 template <class T, int N>

@@ -3,7 +3,7 @@
 // The contract of kernels/embedding.hpp on device views, with a cudaStream_t last:
 //   forward   out[n, :] = table[tokens[n], :]                      (a gather);
 //   backward  dtable[tokens[n], :] += dout[n, :], positions summed in order n = 0, 1, ...
-// Storage T is float or __nv_bfloat16; dtable may be T or float (an fp32 gradient buffer).
+// Storage T is float, __nv_bfloat16 or __half; dtable may be T or float (an fp32 gradient buffer).
 //
 // Determinism: the backward uses no atomics. It sorts (token, position) pairs by token with
 // CUB's stable radix sort — equal tokens keep their positions in increasing order — and then one
@@ -11,8 +11,8 @@
 //   acc = float(dtable[t, j]);  for each position n of t, in order: acc += float(dout[n, j]);
 //   dtable[t, j] = acc   (rounded once to the dtable type).
 // That is the host's order of additions exactly, so for float the result is the host's bit for
-// bit, for any N, any repetition and any GPU; in bf16 it is the bf16 rounding of the fp32 sum
-// (better than adding in bf16). The sort's scratch (4 N int32 plus CUB's temporary storage) comes
+// bit, for any N, any repetition and any GPU; in bf16 / fp16 it is the rounding of the fp32 sum
+// (better than adding in 16 bits). The sort's scratch (4 N int32 plus CUB's temporary storage) comes
 // from the stream-ordered allocator (cudaMallocAsync / cudaFreeAsync on the same stream), so the
 // call does not synchronise. A very frequent token makes one block do a long serial walk; the
 // cost is O(repeats) for that token's rows, not a race.
@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -110,7 +111,7 @@ void embedding_forward(View<const std::int32_t, 1> tokens,  // tokens: [N], ids 
                        View<const T, 2> table,              // table: [V, C]
                        View<T, 2> out,                      // out: [N, C]
                        cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::embedding_forward: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::embedding_forward: T is float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::embedding_forward";
   const index_t n = tokens.shape[0], vocab = table.shape[0], c = table.shape[1];
   expect_view(tokens, fn, "tokens", {n});
@@ -143,7 +144,7 @@ void embedding_backward(View<const std::int32_t, 1> tokens,  // tokens: [N], ids
                         View<const T, 2> dout,               // dout: [N, C]
                         View<G, 2> dtable,                   // dtable: [V, C], accumulated
                         cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::embedding_backward: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::embedding_backward: T is float, __nv_bfloat16 or __half");
   static_assert(std::is_same_v<G, T> || std::is_same_v<G, float>, "gpu::embedding_backward: dtable is T or float");
   constexpr const char* fn = "gpu::embedding_backward";
   const index_t n = tokens.shape[0], vocab = dtable.shape[0], c = dtable.shape[1];

@@ -6,10 +6,13 @@
 // elements), on device pointers. cuBLASLt is column-major; a row-major X is the column-major X^T,
 // so the call computes D^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B (same transpose flag), its
 // "B" our A, m = N, n = M — and its per-row bias is then our per-column bias, the linear layer's.
-// Inputs are fp32 or bf16 (__nv_bfloat16), output fp32 or bf16, accumulation always fp32:
+// Inputs are fp32, bf16 (__nv_bfloat16) or fp16 (__half), output fp32 or the 16-bit input type,
+// accumulation always fp32:
 //   Compute::fp32   full fp32 products;
 //   Compute::tf32   fp32 inputs rounded to tf32 in the tensor cores (10-bit mantissa);
-//   bf16 inputs     bf16 products, fp32 accumulation (the compute type is fp32 either way).
+//   bf16 / fp16     16-bit products (exact in fp32), fp32 accumulation (CUBLAS_COMPUTE_32F either
+//   inputs          way: never fp16 accumulation), rounded once to the output type (an fp16 output
+//                   beyond 65504 becomes Inf).
 // GELU is cuBLASLt's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 //
 // A GemmPlan cache keeps, per shape / layout / types / epilogue / pointer alignment, the
@@ -20,6 +23,7 @@
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -46,9 +50,14 @@ enum class Epilogue { none, bias, relu_bias, gelu_bias };
 namespace detail {
 template <class T>
 constexpr cudaDataType_t data_type() {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>,
-                "gpu::CublasLtGemm: operands are float or __nv_bfloat16");
-  return std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>,
+                "gpu::CublasLtGemm: operands are float, __nv_bfloat16 or __half");
+  if constexpr (std::is_same_v<T, float>)
+    return CUDA_R_32F;
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return CUDA_R_16BF;
+  else
+    return CUDA_R_16F;
 }
 inline cublasLtEpilogue_t epilogue_of(Epilogue e) {
   switch (e) {

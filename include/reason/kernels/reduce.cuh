@@ -2,7 +2,8 @@
 //
 // train::clip_grad_norm (train/clip.hpp, over kernels/reduce.hpp) on device memory:
 //   norm = sqrt(sum_i g_i^2);   if (max_norm > 0 && norm > max_norm) g *= T(max_norm / (norm + 1e-6));
-// and the norm (before clipping) comes back to the host. Gradients are fp32 or bf16 (__nv_bfloat16).
+// and the norm (before clipping) comes back to the host. Gradients are fp32, bf16 (__nv_bfloat16) or
+// fp16 (__half).
 //
 // Design choices:
 // * Precision: every square is taken in double (exact: a float's 24-bit significand squared fits
@@ -13,9 +14,10 @@
 // * Order: two passes with CUB's BlockReduce (cub::BlockReduce<double, ...>, a fixed tree). Pass 1
 //   cuts the buffer into fixed chunks of norm_chunk elements, one block each (the grid depends on
 //   the size only, never on the GPU's SM count); each thread adds its elements in a fixed order,
-//   float4 / 4 x bf16 loads where the buffer is aligned to 4 elements. Pass 2, one block, adds the
-//   chunk partials in a fixed order and takes the square root. So the norm is bit-identical from
-//   run to run and across GPUs for the same size and alignment — data-parallel ranks clip alike.
+//   float4 / 4 x bf16 / 4 x fp16 loads where the buffer is aligned to 4 elements. Pass 2, one
+//   block, adds the chunk partials in a fixed order and takes the square root. So the norm is
+//   bit-identical from run to run and across GPUs for the same size and alignment — data-parallel
+//   ranks clip alike.
 // * The clip decision and factor are taken on the device by pass 2 from the device's own norm,
 //   with the host's expression in double and the factor rounded to float as the host rounds it to
 //   T; the scale kernel reads them from device memory, so clipping needs no host round trip before
@@ -29,6 +31,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <cub/block/block_reduce.cuh>
@@ -42,6 +45,7 @@
 #include "reason/core/cuda_check.hpp"
 #include "reason/core/device_buffer.hpp"
 #include "reason/core/error.hpp"
+#include "reason/kernels/device_util.cuh"
 
 namespace reason::gpu {
 
@@ -53,11 +57,7 @@ namespace detail {
 
 template <class T>
 __device__ __forceinline__ double square_of(T x) {
-  double d;
-  if constexpr (std::is_same_v<T, float>)
-    d = static_cast<double>(x);
-  else
-    d = static_cast<double>(__bfloat162float(x));
+  const double d = static_cast<double>(to_f32(x));  // exact: every storage type widens exactly
   return __dmul_rn(d, d);
 }
 
@@ -79,14 +79,10 @@ __global__ void __launch_bounds__(norm_threads)
         acc = __dadd_rn(acc, square_of(q.y));
         acc = __dadd_rn(acc, square_of(q.z));
         acc = __dadd_rn(acc, square_of(q.w));
-      } else {
-        const uint2 raw = *reinterpret_cast<const uint2*>(x + i);
-        const __nv_bfloat162 a = *reinterpret_cast<const __nv_bfloat162*>(&raw.x);
-        const __nv_bfloat162 z = *reinterpret_cast<const __nv_bfloat162*>(&raw.y);
-        acc = __dadd_rn(acc, square_of(__low2bfloat16(a)));
-        acc = __dadd_rn(acc, square_of(__high2bfloat16(a)));
-        acc = __dadd_rn(acc, square_of(__low2bfloat16(z)));
-        acc = __dadd_rn(acc, square_of(__high2bfloat16(z)));
+      } else {  // four 16-bit values in one 8-byte load
+        const Pack<T, 4> q = *reinterpret_cast<const Pack<T, 4>*>(x + i);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) acc = __dadd_rn(acc, square_of(q.v[k]));
       }
     }
     if (tid < hi - b) acc = __dadd_rn(acc, square_of(x[b + tid]));
@@ -121,17 +117,14 @@ __global__ void __launch_bounds__(norm_final_threads)
 }
 
 /// x[i] *= factor when result[2] says so (the factor a float, as the host's T(...) for T = float;
-/// bf16 values are scaled in float and rounded back to nearest even).
+/// bf16 / fp16 values are scaled in float and rounded back to nearest even).
 template <class T>
 __global__ void clip_scale_kernel(T* __restrict__ x, std::uint64_t n, const double* __restrict__ result) {
   if (result[2] == 0.0) return;
   const float f = static_cast<float>(result[1]);
   const std::uint64_t stride = static_cast<std::uint64_t>(gridDim.x) * blockDim.x;
   for (std::uint64_t i = static_cast<std::uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    if constexpr (std::is_same_v<T, float>)
-      x[i] = __fmul_rn(x[i], f);
-    else
-      x[i] = __float2bfloat16_rn(__fmul_rn(__bfloat162float(x[i]), f));
+    x[i] = from_f32<T>(__fmul_rn(to_f32(x[i]), f));
   }
 }
 
@@ -145,8 +138,7 @@ class GradNorm {
   /// `stream`; they land in device_result() (norm, factor, clips). max_norm <= 0: never clips.
   template <class T>
   void norm_async(std::span<const T> x, double max_norm, cudaStream_t stream) {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>,
-                  "gpu::GradNorm: gradients are float or __nv_bfloat16");
+    static_assert(detail::is_storage_v<T>, "gpu::GradNorm: gradients are float, __nv_bfloat16 or __half");
     const std::size_t n = x.size();
     REASON_CHECK(n == 0 || x.data() != nullptr, "gpu::GradNorm: grads is a null pointer with ", n, " elements");
     const auto addr = reinterpret_cast<std::uintptr_t>(x.data());

@@ -2,13 +2,14 @@
 //
 // The contract of kernels/residual.hpp's accumulate on device views, with a cudaStream_t last:
 // y [N, C] += x [N, C], rows possibly strided, the innermost dimension unit-stride. Storage T is
-// float or __nv_bfloat16; the sum is formed in fp32 and rounded once to T (__fadd_rn: in fp32 it
+// float, __nv_bfloat16 or __half; the sum is formed in fp32 and rounded once to T (__fadd_rn: in fp32 it
 // is the host's result bit for bit). One thread per 16 bytes where every row allows it, else per
 // element; grid y walks rows (grid-stride past 65535). (The forward's adds are fused into the
 // next norm, gpu::add_rmsnorm_forward; this one serves the backward's d(residual) and decoding.)
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <limits>
@@ -44,7 +45,7 @@ __global__ void __launch_bounds__(kAddBlock)
 /// y [N, C] += x [N, C] (device views; x must not overlap y unless it is y itself).
 template <class T>
 void accumulate(View<T, 2> y, View<const T, 2> x, cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::accumulate: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::accumulate: T is float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::accumulate";
   const index_t n = y.shape[0], c = y.shape[1];
   expect_view(y, fn, "y", {n, c});

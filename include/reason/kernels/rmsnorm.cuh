@@ -7,7 +7,7 @@
 //   dweight[c] += sum_n dy[n, c] * x[n, c] * rstd[n]                                  (accumulated).
 // add_rmsnorm_forward fuses the residual stream's update with the next norm:
 //   residual += branch (rounded to T, as a separate add would store it), y = rmsnorm(residual).
-// Storage T is float or __nv_bfloat16; all arithmetic is fp32 and rstd is saved in fp32 (a
+// Storage T is float, __nv_bfloat16 or __half; all arithmetic is fp32 and rstd is saved in fp32 (a
 // View<float, 1>; empty at inference). dweight may be T or float (fp32 gradient buffers).
 //
 // Design:
@@ -16,7 +16,7 @@
 //     are per thread in fp32, then a butterfly shuffle and, for a block, a fixed-order sum of the
 //     8 warp sums: the order depends only on C and on whether the rows allow 16-byte access, so
 //     a call is bitwise reproducible.
-//   * 16-byte loads / stores (float4, or 8 bf16) when every row pointer is 16-byte aligned and C
+//   * 16-byte loads / stores (float4, or 8 bf16 / fp16) when every row pointer is 16-byte aligned and C
 //     is a multiple of the vector; scalar otherwise. Each thread touches the same elements in both
 //     passes, so y may alias x and dx may alias dy, as on the host.
 //   * The per-row scalars follow the host: rstd = float(1 / sqrt(double(ss) / C + eps)) and
@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <cmath>
@@ -227,7 +228,7 @@ template <class T>
 void rmsnorm_forward_impl(const char* fn, View<const T, 2> x, T* xw, View<const T, 2> branch,
                           View<const T, 1> weight, float eps, View<T, 2> y, View<float, 1> rstd,
                           cudaStream_t stream) {
-  static_assert(is_storage_v<T>, "gpu::rmsnorm: T is float or __nv_bfloat16");
+  static_assert(is_storage_v<T>, "gpu::rmsnorm: T is float, __nv_bfloat16 or __half");
   const index_t n = x.shape[0], c = x.shape[1];
   expect_view(x, fn, xw != nullptr ? "residual" : "x", {n, c});
   if (xw != nullptr) expect_view(branch, fn, "branch", {n, c});
@@ -295,7 +296,7 @@ void rmsnorm_backward(View<const T, 2> x,         // x: [N, C], the forward inpu
                       View<T, 2> dx,              // dx: [N, C], overwritten
                       View<G, 1> dweight,         // dweight: [C], accumulated
                       cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::rmsnorm_backward: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::rmsnorm_backward: T is float, __nv_bfloat16 or __half");
   static_assert(std::is_same_v<G, T> || std::is_same_v<G, float>, "gpu::rmsnorm_backward: dweight is T or float");
   constexpr const char* fn = "gpu::rmsnorm_backward";
   const index_t n = x.shape[0], c = x.shape[1];

@@ -8,9 +8,9 @@
 //
 // DeviceRopeTable holds the cos / sin of a host kernels::RopeTable<float> — angles computed once
 // in double and rounded to float — so host and device rotate a position by the same numbers, in
-// fp32 for every storage type T (float or __nv_bfloat16). The rotation is written with __fmul_rn /
+// fp32 for every storage type T (float, __nv_bfloat16 or __half). The rotation is written with __fmul_rn /
 // __fsub_rn / __fadd_rn in the host's order (a c - b s, a s + b c): no FMA contraction, so in fp32
-// it is the host's result bit for bit, and in bf16 the bf16 rounding of the host's fp32 result.
+// it is the host's result bit for bit, and in bf16 / fp16 the rounding of the host's fp32 result.
 //
 // Design: one thread per (row, head, plane), consecutive threads on consecutive planes (coalesced
 // when the innermost stride is 1); grid x: H * D/2 planes, y: rows (grid-stride past 65535).
@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -89,7 +90,7 @@ __global__ void __launch_bounds__(kRopeBlock)
 template <class T>
 void rope_apply(const char* fn, const DeviceRopeTable& table, View<const std::int32_t, 1> pos, View<T, 3> x,
                 const char* xname, float sign, cudaStream_t stream) {
-  static_assert(is_storage_v<T>, "gpu::rope: T is float or __nv_bfloat16");
+  static_assert(is_storage_v<T>, "gpu::rope: T is float, __nv_bfloat16 or __half");
   if (x.shape[0] != pos.shape[0] || x.shape[2] != table.head_dim()) [[unlikely]] {
     fail(fn, ": ", xname, ": shape ", shape_string(x.shape), ", expected ",
          shape_string({pos.shape[0], x.shape[1], table.head_dim()}), " (N from pos, D from the table)");

@@ -2,10 +2,11 @@
 //
 //   gpu::SampleWorkspace ws;   // device scratch, grown on demand; one per stream
 //   gpu::sample_rows(ws, policy, logits [B, V], rng [B], tokens [B], logp_sampled [B], logp_model [B], stream);
-// draws one token per row of device logits (float or __nv_bfloat16; bf16 is widened exactly to float and
-// then treated as the host treats float logits) under one of the host policies of infer/sampler.hpp —
-// infer::Greedy, Temperature, TopK<k>, TopP — passed as the object itself (its public temperature, p
-// and k are read; this header does not include infer/: a policy is recognised by those members).
+// draws one token per row of device logits (float, __nv_bfloat16 or __half; 16-bit logits are widened
+// exactly to float and then treated as the host treats float logits) under one of the host policies
+// of infer/sampler.hpp — infer::Greedy, Temperature, TopK<k>, TopP — passed as the object itself (its
+// public temperature, p and k are read; this header does not include infer/: a policy is recognised
+// by those members).
 // Row r consumes exactly one 32-bit value of rng[r] (reason::Philox states in device memory, advanced
 // in place), u = (bits + 0.5) 2^-32 as on the host, so a device rollout continues the host's streams
 // value for value. logp_sampled and logp_model are optional (an empty View skips them).
@@ -73,6 +74,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -974,7 +976,7 @@ class SampleWorkspace {
 
 /// One token per row of device logits under a host sampling policy (see the header comment).
 ///   policy        infer::Greedy, infer::Temperature, infer::TopK<k>, infer::TopP (read, not copied to the device)
-///   logits [B, V] device, float or __nv_bfloat16, unit inner stride, any row stride >= V
+///   logits [B, V] device, float, __nv_bfloat16 or __half, unit inner stride, any row stride >= V
 ///   rng [B]       device reason::Philox states (any stride); each valid row's advances by one value
 ///   tokens [B]    device int32 (any stride): the sampled ids
 ///   logp_sampled  [B] device double, or empty: log-probability under the tempered, truncated distribution
@@ -985,7 +987,7 @@ template <class Policy, class T>
 void sample_rows(SampleWorkspace& ws, const Policy& policy, View<const T, 2> logits, View<Philox, 1> rng,
                  View<std::int32_t, 1> tokens, View<double, 1> logp_sampled = {}, View<double, 1> logp_model = {},
                  cudaStream_t stream = nullptr) {
-  static_assert(detail::is_storage_v<T>, "gpu::sample_rows: logits are float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::sample_rows: logits are float, __nv_bfloat16 or __half");
   static_assert(Policy::draws_per_token == 1, "gpu::sample_rows: the policy must draw one value per token");
   constexpr detail::SampleKind kind = detail::sample_kind_of<Policy>();
   constexpr const char* fn = "gpu::sample_rows";

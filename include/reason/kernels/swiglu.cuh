@@ -3,10 +3,10 @@
 // The contract of kernels/swiglu.hpp on device views, with a cudaStream_t last. With
 // s = sigmoid(g) = 1 / (1 + exp(-g)):
 //   h = g * s * u;   dg = dh * u * s * (1 + g * (1 - s)),   du = dh * g * s   (both overwritten).
-// Storage T is float or __nv_bfloat16, arithmetic fp32. Rows may be strided (g and u are the two
+// Storage T is float, __nv_bfloat16 or __half, arithmetic fp32. Rows may be strided (g and u are the two
 // column halves of the FFN's fused gate_up buffer); the innermost stride must be 1.
 //
-// Design: element-wise, one thread per 16-byte vector (4 floats / 8 bf16) when every row
+// Design: element-wise, one thread per 16-byte vector (4 floats / 8 bf16 or fp16) when every row
 // pointer is aligned and F is a multiple of the vector, else one element a thread. The grid is
 // x: column vectors, y: rows (grid-stride past 65535). Every thread reads all of its inputs before
 // it writes, so dg or du may alias dh (or g / u) element for element, as on the host. The
@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <limits>
@@ -88,7 +89,7 @@ void swiglu_forward(View<const T, 2> g,  // g: [N, F], gate pre-activation
                     View<const T, 2> u,  // u: [N, F], up projection
                     View<T, 2> h,        // h: [N, F]
                     cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::swiglu_forward: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::swiglu_forward: T is float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::swiglu_forward";
   const index_t n = g.shape[0], f = g.shape[1];
   expect_view(g, fn, "g", {n, f});
@@ -116,7 +117,7 @@ void swiglu_backward(View<const T, 2> g,   // g: [N, F]
                      View<T, 2> dg,        // dg: [N, F], overwritten
                      View<T, 2> du,        // du: [N, F], overwritten
                      cudaStream_t stream) {
-  static_assert(detail::is_storage_v<T>, "gpu::swiglu_backward: T is float or __nv_bfloat16");
+  static_assert(detail::is_storage_v<T>, "gpu::swiglu_backward: T is float, __nv_bfloat16 or __half");
   constexpr const char* fn = "gpu::swiglu_backward";
   const index_t n = g.shape[0], f = g.shape[1];
   expect_view(g, fn, "g", {n, f});

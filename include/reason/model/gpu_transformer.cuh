@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -52,6 +53,10 @@ struct ComputeStorage {
 template <>
 struct ComputeStorage<precision::Bf16> {
   using type = __nv_bfloat16;
+};
+template <>
+struct ComputeStorage<precision::Fp16> {
+  using type = __half;
 };
 
 /// Throws naming the first token id of host `tokens` outside [0, vocab).
@@ -105,7 +110,7 @@ struct DenseTransformer<HeadDim, Precision>::Impl {
   FlashAttentionWorkspace fa;
   DeviceRopeTable rope;
   Compute compute = Compute::fp32;
-  DeviceBuffer<A> weights;                 // the bf16 compute copy (Bf16 only)
+  DeviceBuffer<A> weights;                 // the 16-bit compute copy (Bf16, Fp16; empty in Fp32)
   DeviceBuffer<std::byte> memory;          // activations
   DeviceBuffer<std::int32_t> ids;          // [3, cap]: tokens, targets, positions
   std::vector<float> host_logits;          // forward_objective's chunk on the host
@@ -125,7 +130,7 @@ struct DenseTransformer<HeadDim, Precision>::DecodeState::Memory {
   View<A, 2> x, h, y, qkv, ctx, gate_up, act;
   View<float, 2> logits;           // [B, V] fp32
   DeviceBuffer<std::int32_t> ids;  // [B] tokens, then [1] the position
-  DeviceBuffer<A> weights;         // Bf16: the compute copy taken at position 0
+  DeviceBuffer<A> weights;         // Bf16, Fp16: the compute copy taken at position 0
   const float* weights_of = nullptr;
 };
 
@@ -136,8 +141,8 @@ DenseTransformer<HeadDim, Precision>::DenseTransformer(const model::Config& conf
     : config_(config), dense_(model::dense_layout(config, HeadDim)) {
   (void)require_device(0);
   impl_ = std::make_unique<Impl>(config_);
-  if constexpr (std::is_same_v<typename Impl::A, __nv_bfloat16>)
-    impl_->weights = DeviceBuffer<__nv_bfloat16>(dense_.layout.size(), "bf16 compute weights");
+  if constexpr (!std::is_same_v<typename Impl::A, float>)
+    impl_->weights = DeviceBuffer<typename Impl::A>(dense_.layout.size(), "16-bit compute weights");
 }
 template <int HeadDim, class Precision>
 DenseTransformer<HeadDim, Precision>::~DenseTransformer() = default;
@@ -165,7 +170,8 @@ cudaStream_t DenseTransformer<HeadDim, Precision>::stream() const {
 template <int HeadDim, class Precision>
 void DenseTransformer<HeadDim, Precision>::set_tf32(bool allow) {
   REASON_CHECK(!allow || (std::is_same_v<Precision, precision::Fp32>),
-               "gpu::DenseTransformer::set_tf32: tf32 applies to the fp32 precision (this model computes in bf16)");
+               "gpu::DenseTransformer::set_tf32: tf32 applies to the fp32 precision (this model computes in ",
+               Precision::name, ")");
   impl_->compute = allow ? Compute::tf32 : Compute::fp32;
 }
 
@@ -228,14 +234,14 @@ std::size_t DenseTransformer<HeadDim, Precision>::activation_bytes() const {
 namespace detail {
 
 /// The compute-type weights for `params` (fp32 master, device): the params themselves in fp32,
-/// else a fresh bf16 copy in `copy`.
+/// else a fresh bf16 / fp16 copy (rounded to nearest even) in `copy`.
 template <class A>
 const A* compute_weights(const float* params, std::size_t n, DeviceBuffer<A>& copy, cudaStream_t stream) {
   if constexpr (std::is_same_v<A, float>) {
     (void)n, (void)copy, (void)stream;
     return params;
   } else {
-    to_bf16(params, copy.data(), n, stream);
+    to_storage(params, copy.data(), n, stream);
     return copy.data();
   }
 }
@@ -429,7 +435,11 @@ void DenseTransformer<HeadDim, Precision>::objective_backward(T* grads, index_t 
   REASON_CUDA_CHECK(cudaMemcpyAsync(m.acts.logits32.data, dlogits.data, sizeof(float) * rows * V,
                                     cudaMemcpyHostToDevice, s));
   View<A, 2> dy = m.acts.loss_scratch.slice(0, 0, rows);
-  if constexpr (!std::is_same_v<A, float>) to_bf16(m.acts.logits32.data, dy.data, static_cast<std::size_t>(rows * V), s);
+  // The objective's fp32 gradient rounded once to the compute type; in fp16 (whose trainer scales
+  // the objective's loss) a value beyond 65504 becomes Inf, never clamped: it reaches the fp32
+  // gradients below and the trainer sees a non-finite norm.
+  if constexpr (!std::is_same_v<A, float>)
+    to_storage(m.acts.logits32.data, dy.data, static_cast<std::size_t>(rows * V), s);
   // d(final_h) rows = dlogits W_lm (overwritten), dW_lm += dlogits^T final_h rows.
   detail::linear_backward<A>(m.gemm, m.compute, m.objective_weights + dense_.lm_head, grads + dense_.lm_head, V, C,
                              View<const A, 2>(m.acts.final_h.slice(0, first_row, first_row + rows)), View<const A, 2>(dy),
@@ -450,6 +460,9 @@ model::LossResult DenseTransformer<HeadDim, Precision>::forward(const T* params,
   Impl& m = *impl_;
   const A* w = m.run_trunk(config_, dense_, params, tokens, &targets);
   const index_t n = tokens.shape[0] * tokens.shape[1], C = config_.hidden_size, V = config_.vocab_size;
+  // The seed gradient: grad_scale (under fp16 loss scaling, the loss scale times 1 / tokens) times
+  // softmax - onehot, formed in fp32 and rounded to A once into loss_scratch by the cross-entropy
+  // kernel; an fp16 overflow is stored as Inf and reaches dW_lm and dfinal (kernels/cross_entropy.cuh).
   const auto r = lm_head_cross_entropy<A, float, A>(
       m.gemm, m.ce, m.acts.final_h, View<const A, 2>(w + dense_.lm_head, {V, C}, {C, 1}),
       View<const std::int32_t, 1>(m.ids.data() + n, {n}, {1}), grad_scale, m.acts.loss_scratch, m.acts.dfinal,
@@ -472,8 +485,8 @@ void DenseTransformer<HeadDim, Precision>::backward(const T* params, T* grads) {
   const index_t batch = m.batch, seq = m.seq, n = batch * seq;
   const index_t C = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads, F = c.intermediate_size;
   const index_t qkvw = (H + 2 * Hkv) * D;
-  // The compute weights of the forward: params in fp32; in bf16 the copy the forward made (still valid:
-  // nothing else writes it between a forward and its backward).
+  // The compute weights of the forward: params in fp32; in bf16 / fp16 the copy the forward made (still
+  // valid: nothing else writes it between a forward and its backward).
   const A* w = std::is_same_v<A, float> ? reinterpret_cast<const A*>(params) : m.weights.data();
   auto wvec = [&](std::size_t off) { return View<const A, 1>(w + off, {C}, {1}); };
   auto gvec = [&](std::size_t off) { return View<float, 1>(grads + off, {C}, {1}); };
@@ -544,7 +557,7 @@ typename DenseTransformer<HeadDim, Precision>::DecodeState DenseTransformer<Head
   Arena arena(mem.scratch.data(), bytes);
   carve(arena);
   mem.ids = DeviceBuffer<std::int32_t>(static_cast<std::size_t>(batch + 1), "decode ids");
-  if constexpr (std::is_same_v<A, __nv_bfloat16>)
+  if constexpr (!std::is_same_v<A, float>)
     mem.weights = DeviceBuffer<A>(dense_.layout.size(), "gpu::DenseTransformer decode weights");
   return st;
 }
@@ -577,14 +590,14 @@ void DenseTransformer<HeadDim, Precision>::decode_step(const T* params, View<con
   const cudaStream_t s = m.stream.get();
   const index_t qkvw = (H + 2 * Hkv) * D;
 
-  // The compute weights: fp32 params as they are; in bf16 a copy taken when a sequence starts
+  // The compute weights: fp32 params as they are; in bf16 / fp16 a copy taken when a sequence starts
   // (position 0) or the parameters moved to another buffer.
   const A* w = nullptr;
   if constexpr (std::is_same_v<A, float>) {
     w = params;
   } else {
     if (pos == 0 || mem.weights_of != params) {
-      to_bf16(params, mem.weights.data(), dl.layout.size(), s);
+      to_storage(params, mem.weights.data(), dl.layout.size(), s);
       mem.weights_of = params;
     }
     w = mem.weights.data();

@@ -1,6 +1,6 @@
 // reason/model/gpu_transformer.hpp — the dense decoder on a CUDA GPU: the class as host code sees it.
 //
-//   gpu::DenseTransformer<HeadDim, precision::Fp32 | precision::Bf16>
+//   gpu::DenseTransformer<HeadDim, precision::Fp32 | precision::Bf16 | precision::Fp16>
 //
 // The same model as model::Transformer<attention::MultiHead<Shape{.head_dim = HeadDim}>,
 // ffn::SwiGLU, norm::RMSNorm, linear::Dense> — pre-norm blocks x += attn(norm(x)); x += ffn(norm(x)),
@@ -13,10 +13,14 @@
 //     decode_step() as on the host, so the training loops (gpu::Trainer, rl::GrpoTrainer over
 //     train_buffers<Opt>), infer::rollout, rl::evaluate and the checkpoint code work unchanged.
 // Precision: Fp32 computes in fp32 (cuBLASLt fp32 GEMMs; set_tf32(true) allows tf32 tensor cores).
-// Bf16 keeps fp32 master weights and fp32 gradients; each forward casts the weights to bf16 (a
-// copy made per forward, and per decode state at position 0, so the compute weights can never
-// be stale), stores activations in bf16 and accumulates every GEMM and reduction in fp32; weight
-// gradients are written by the GEMMs straight into the fp32 gradient buffer.
+// Bf16 and Fp16 keep fp32 master weights and fp32 gradients; each forward casts the weights to the
+// 16-bit type (a copy made per forward, and per decode state at position 0, so the compute weights
+// can never be stale), stores activations in it and accumulates every GEMM and reduction in fp32;
+// weight gradients are written by the GEMMs straight into the fp32 gradient buffer. Fp16 asks the
+// trainer for loss scaling (precision::Fp16::loss_scaling): forward()'s grad_scale then carries the
+// loss scale, the seed gradient dlogits is formed in fp32 with it and rounded to fp16 once, and an
+// fp16 overflow anywhere in the backward is an Inf that reaches the fp32 gradients (never clamped),
+// so the trainer sees a non-finite gradient norm and skips the step.
 //
 // Why a class of its own and not model::Transformer with a backend parameter: nvcc (13.0) cannot
 // emit host code for templates whose arguments are class-type constants (attention::Shape{...},
@@ -56,11 +60,13 @@ template <int HeadDim, class Precision = precision::Fp32>
 class DenseTransformer {
   static_assert(HeadDim == 32 || HeadDim == 64 || HeadDim == 128,
                 "gpu::DenseTransformer<HeadDim, Precision>: the CUDA attention kernels are built for head_dim 32, 64 and 128");
-  static_assert(std::is_same_v<Precision, precision::Fp32> || std::is_same_v<Precision, precision::Bf16>,
-                "gpu::DenseTransformer<HeadDim, Precision>: Precision is precision::Fp32 or precision::Bf16");
+  static_assert(std::is_same_v<Precision, precision::Fp32> || std::is_same_v<Precision, precision::Bf16> ||
+                    std::is_same_v<Precision, precision::Fp16>,
+                "gpu::DenseTransformer<HeadDim, Precision>: Precision is precision::Fp32, precision::Bf16 or "
+                "precision::Fp16");
 
  public:
-  using T = float;  // parameters, gradients, logits: fp32 in both precisions
+  using T = float;  // parameters, gradients, logits: fp32 in every precision
   using precision_policy = Precision;
   using ffn_policy = ffn::SwiGLU;  // the feed-forward it computes (for code written against the host model)
   static constexpr int head_dim = HeadDim;
@@ -108,7 +114,8 @@ class DenseTransformer {
   /// Next-token logits into host out [B T, V].
   void logits(const T* params, View<const std::int32_t, 2> tokens, View<T, 2> out);
   /// Forward for training (see model::Transformer::forward): the summed loss; grad_scale *
-  /// d(loss)/d(lm_head) already accumulated into grads. Call backward() next.
+  /// d(loss)/d(lm_head) already accumulated into grads. Call backward() next. Under loss scaling
+  /// grad_scale includes the loss scale (fp16: an overflow becomes Inf in the gradients).
   model::LossResult forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
                             View<const std::int32_t, 2> targets, T grad_scale);
   /// Forward with a caller-defined objective on the logits (model::Transformer::forward_objective's
