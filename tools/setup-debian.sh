@@ -2,7 +2,8 @@
 # Installs the Debian packages reason's build, tests, examples and benchmarks use — only those
 # missing, and only when run as root (otherwise it prints the apt-get line to run).
 set -euo pipefail
-packages=(cmake g++ make pkg-config doctest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libcli11-dev)
+packages=(cmake g++ make pkg-config doctest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libcli11-dev
+          libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

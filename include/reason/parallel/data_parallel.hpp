@@ -1,0 +1,120 @@
+// reason/parallel/data_parallel.hpp — data parallelism: every rank holds the whole model, trains on
+// its own share of each step's batch, and the gradients are summed across ranks before the step.
+//
+// Design rule: a parallelism policy of train::Trainer chooses the trainer's buffers (the flat
+// parameters, gradients and optimizer state, train/train_buffers.hpp); the loop itself does not
+// change. DataParallel<C>'s buffers are the model's own (host or device) with two additions:
+//   sum_across_ranks(values)  the step's scalars: its target-token count before the first
+//                             backward (so every rank scales its loss by 1 / the *global* count and
+//                             the summed gradient is the gradient of the global mean loss), and the
+//                             loss sum and count after the last one — one all-reduce each;
+//   clip_grad_norm            first sums the gradients over the ranks, in buckets of bucket_bytes
+//                             (one all-reduce per bucket, in place, after the step's last
+//                             micro-batch), then clips as one process does.
+// Every rank then takes the same optimizer step on the same summed gradients, so the replicas stay
+// equal without moving parameters. Against one process training on the whole batch the result
+// differs only by the order of the sums (floating-point tolerance; tests/parallel check it).
+// The initial parameters are broadcast from rank 0, so replicas start equal even if a caller's
+// initialisation differed.
+// (Li et al., "PyTorch Distributed: Experiences on Accelerating Data Parallel Training", VLDB 2020:
+// gradient bucketing; buckets are all-reduced after backward here, not overlapped with it.)
+// Checkpoints: the replicas are equal, so rank 0 writes; a checkpoint is taken between steps (the
+// gradients accumulated mid-step are each rank's own and are not gathered).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+#include "reason/core/error.hpp"
+#include "reason/parallel/communicator.hpp"
+#include "reason/train/train_buffers.hpp"
+
+namespace reason::parallel {
+
+/// Gradient bucket size. PyTorch DDP uses 25 MiB; 4 MiB here, because Open MPI's host all-reduce
+/// falls off a cliff above 16 MiB per call on the 2-core CI machine (its temporaries are allocated
+/// and page-faulted per call: bench/README.md, "Collectives").
+inline constexpr std::size_t default_bucket_bytes = std::size_t{4} << 20;
+
+/// `Base` (train_buffers_t of the model) with the gradient all-reduce of data parallelism.
+template <class Base, Communicator C>
+class DataParallelBuffers {
+  static_assert(C::memory == Memory::host,
+                "parallel::DataParallel<C>: the step's scalars are reduced in host memory; a device communicator "
+                "(NCCL) needs their device staging, not yet written");
+
+ public:
+  using T = std::remove_pointer_t<decltype(std::declval<Base&>().params())>;
+
+  DataParallelBuffers(Base base, C& comm, std::size_t bucket_bytes)
+      : base_(std::move(base)), comm_(&comm), bucket_elems_(std::max<std::size_t>(1, bucket_bytes / sizeof(T))) {
+    std::span<T> p = base_.host_params();
+    comm_->broadcast(p, 0);
+    base_.from_host();
+  }
+
+  [[nodiscard]] T* params() { return base_.params(); }
+  [[nodiscard]] const T* params() const { return base_.params(); }
+  [[nodiscard]] T* grads() { return base_.grads(); }
+  [[nodiscard]] const T* reference() const { return base_.reference(); }
+
+  void zero_grads() { base_.zero_grads(); }
+  /// Sums the gradients over the ranks (one all-reduce per bucket), then clips like one process.
+  double clip_grad_norm(double max_norm, double unscale = 1.0) {
+    const std::size_t n = base_.host_grads().size();
+    for (std::size_t at = 0; at < n; at += bucket_elems_)
+      comm_->all_reduce(std::span<T>(base_.grads() + at, std::min(bucket_elems_, n - at)), ReduceOp::sum);
+    return base_.clip_grad_norm(max_norm, unscale);
+  }
+  template <class Opt>
+  void step(const Opt& opt, double lr, std::int64_t t) {
+    base_.step(opt, lr, t);
+  }
+  void reset_reference() { base_.reset_reference(); }
+  /// Sums `values` over the ranks in place (the step's token count, loss sum and count).
+  void sum_across_ranks(std::span<double> values) { comm_->all_reduce(values, ReduceOp::sum); }
+  [[nodiscard]] int rank() const { return comm_->rank(); }
+
+  [[nodiscard]] auto host_params() { return base_.host_params(); }
+  [[nodiscard]] auto host_params() const { return base_.host_params(); }
+  [[nodiscard]] auto host_grads() { return base_.host_grads(); }
+  [[nodiscard]] auto host_grads() const { return base_.host_grads(); }
+  [[nodiscard]] auto host_reference() { return base_.host_reference(); }
+  [[nodiscard]] auto host_reference() const { return base_.host_reference(); }
+  [[nodiscard]] auto host_state() { return base_.host_state(); }
+  [[nodiscard]] auto host_state() const { return base_.host_state(); }
+  void to_host() const { base_.to_host(); }
+  void from_host() { base_.from_host(); }
+
+  /// Bytes this rank holds in optimizer state (all of it: data parallelism replicates it).
+  [[nodiscard]] std::size_t optimizer_state_bytes() const { return base_.host_state().size() * sizeof(T); }
+
+ private:
+  Base base_;
+  C* comm_;
+  std::size_t bucket_elems_;
+};
+
+/// The policy: `Trainer<Net, Opt, DataParallel<C>>` with `DataParallel<C>{comm}`.
+template <Communicator C>
+struct DataParallel {
+  C* comm = nullptr;
+  std::size_t bucket_bytes = default_bucket_bytes;
+
+  explicit DataParallel(C& c, std::size_t bucket = default_bucket_bytes) : comm(&c), bucket_bytes(bucket) {}
+
+  template <class Net, class T, class Opt>
+  using buffers = DataParallelBuffers<train::train_buffers_t<Net, T, Opt>, C>;
+
+  template <class Opt, class Net, class T>
+  buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
+    REASON_CHECK(comm != nullptr, "parallel::DataParallel: no communicator");
+    using Base = train::train_buffers_t<Net, T, Opt>;
+    return buffers<Net, T, Opt>(train::make_train_buffers<Base>(net, initial, with_reference), *comm, bucket_bytes);
+  }
+};
+
+}  // namespace reason::parallel
