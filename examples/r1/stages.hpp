@@ -190,6 +190,10 @@ std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, c
     io::Json row{{"stage", "sft"}, {"step", s.step + 1}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
                  {"tokens", s.tokens}, {"curriculum", stage}, {"elapsed_s", progress.elapsed()}};
     if constexpr (Net::routed) examples::add_router_fields(row, router, mc.first_dense_layers);
+    if (trainer.loss_scaler().enabled()) {  // fp16: the loss scale and whether the step overflowed
+      row["loss_scale"] = s.loss_scale;
+      row["skipped"] = s.skipped;
+    }
     metrics_->write(row);
     if (trainer.step() % 250 == 0 || trainer.done()) train::save_checkpoint(ckpt, trainer, extra);
   }
@@ -265,6 +269,12 @@ std::vector<float> Pipeline<Net, StudentNet>::run_grpo(const model::Config& mc, 
                  {"seconds", s.seconds.total},
                  {"elapsed_s", detail::seconds_since(t0)}};
     for (const rl::RewardComponent& c : s.components) row[std::string("reward_") + c.name] = c.mean;
+    if (policy.loss_scaler().enabled()) {  // fp16: the passes' loss scale, and how many overflowed
+      int skipped = 0;
+      for (const rl::GrpoPassStats& p : s.passes) skipped += p.skipped;
+      row["loss_scale"] = s.passes.empty() ? policy.loss_scaler().scale() : s.passes.back().loss_scale;
+      row["skipped_passes"] = skipped;
+    }
     if constexpr (Net::routed) {  // the router over the step's training forwards (none if no update)
       const std::vector<moe::RouterStats> router = detail::take_router_stats(net);
       examples::add_router_fields(row, router, mc.first_dense_layers);

@@ -305,6 +305,10 @@ class Run {
                    {"elapsed_s", progress.elapsed()},
                    {"stage", stage}};
       if constexpr (Net::routed) examples::add_router_fields(row, router, net_.config().first_dense_layers);
+      if (trainer_.loss_scaler().enabled()) {  // fp16: the loss scale and whether the step overflowed
+        row["loss_scale"] = s->loss_scale;
+        row["skipped"] = s->skipped;
+      }
       metrics.write(row);
       if (s->step >= tail_from) {
         tail_loss += s->loss;
