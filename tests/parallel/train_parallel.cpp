@@ -39,17 +39,7 @@ using Comm = parallel::MpiCommunicator;
 using Counting = parallel::CountingCommunicator<Comm&>;
 using parallel::Collective;
 
-model::Config small_config() {
-  model::Config c;
-  c.vocab_size = 16;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 48;
-  c.max_seq_len = 16;
-  return c;
-}
+model::Config small_config() { return test::small_model_config(); }
 
 constexpr index_t rows_per_rank = 2;
 constexpr int micro_batches = 2;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "reason/core/philox.hpp"
+#include "reason/model/config.hpp"
 #include "reason/train/token_batch.hpp"
 #include "reason/train/trainer.hpp"
 
@@ -28,6 +29,20 @@ inline train::BatchSource counting_source(std::uint64_t seed, const train::Train
       }
     }
   };
+}
+
+/// The small dense model the training tests share: vocabulary 16, width 32, 2 layers, 4 heads
+/// (2 KV heads), SwiGLU 48, up to 16 positions.
+inline model::Config small_model_config() {
+  model::Config c;
+  c.vocab_size = 16;
+  c.hidden_size = 32;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.intermediate_size = 48;
+  c.max_seq_len = 16;
+  return c;
 }
 
 /// A short run of batch 4 x 12 tokens: cosine from 3e-3 to 3e-4 after `warmup` steps.

@@ -29,17 +29,7 @@ namespace {
 using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 8}>, ffn::SwiGLU>;
 using Mode = train::LossScaleConfig::Mode;
 
-model::Config small_config() {
-  model::Config c;
-  c.vocab_size = 16;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 48;
-  c.max_seq_len = 16;
-  return c;
-}
+model::Config small_config() { return test::small_model_config(); }
 
 /// The model with an overflow injected into one gradient by the backward of chosen steps' last
 /// micro-batch: what an fp16 activation gradient above 65504 does to the fp32 gradients.

@@ -25,17 +25,7 @@ using test::counting_source;
 
 using Net = model::Transformer<attention::MultiHead<attention::Shape{.head_dim = 8}>, ffn::SwiGLU>;
 
-model::Config small_config() {
-  model::Config c;
-  c.vocab_size = 16;
-  c.hidden_size = 32;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.intermediate_size = 48;
-  c.max_seq_len = 16;
-  return c;
-}
+model::Config small_config() { return test::small_model_config(); }
 
 train::TrainConfig small_train(std::int64_t steps, int micro) { return test::small_train(steps, micro, 5, 11); }
 std::filesystem::path temp_dir() { return test::temp_dir("reason_train_"); }
