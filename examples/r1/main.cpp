@@ -38,6 +38,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/backend_options.hpp"
 #include "pipeline.hpp"
 
 using namespace reason;
@@ -76,14 +77,7 @@ int main(int argc, char** argv) try {
       ->capture_default_str();
   app.add_option("--checkpoint", o.checkpoint,
                  "model to start --from with (a checkpoint of an earlier stage), or a checkpoint of that stage to resume");
-  app.add_option("--device", o.device, "cpu, or cuda: every stage on a GPU (dense multi_head build)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
-  app.add_option("--precision", o.precision,
-                 "with --device cuda: fp32, or bf16 / fp16 compute with fp32 master weights (fp16: dynamic loss "
-                 "scaling)")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
-      ->capture_default_str();
+  examples::add_backend_options(app, o.device, o.precision, "cpu, or cuda: every stage on a GPU (dense multi_head build)");
   app.add_option("--until", o.until, "last stage to run")->check(CLI::IsMember({"sft", "grpo", "eval", "distill", "quantize"}))
       ->capture_default_str();
   // model

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/backend.hpp"
+#include "common/backend_options.hpp"
 #include "common/ffn_choice.hpp"
 #include "common/router_metrics.hpp"
 #include "reason/data/arithmetic.hpp"
@@ -102,14 +103,7 @@ inline void add_options(CLI::App& app, Options& o) {
                  "held-out problems (JSONL: question, answer, difficulty, trace) instead of generated ones; "
                  "training never draws them");
   app.add_option("--log-every", o.log_every, "steps between progress lines when not on a terminal")->capture_default_str();
-  app.add_option("--device", o.device, "cpu, or cuda: train and generate on a GPU (dense multi_head build)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
-  app.add_option("--precision", o.precision,
-                 "with --device cuda: fp32, or bf16 / fp16 compute with fp32 master weights (fp16: dynamic loss "
-                 "scaling)")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
-      ->capture_default_str();
+  examples::add_backend_options(app, o.device, o.precision, "cpu, or cuda: train and generate on a GPU (dense multi_head build)");
 }
 
 inline model::Config model_config(const Options& o) {
