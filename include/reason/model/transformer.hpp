@@ -20,6 +20,19 @@
 // The LM head and the loss are fused (kernels/cross_entropy.hpp): forward forms d(final
 // hidden) and accumulates d(lm_head) while each chunk of logits is live, so the [N, V] logits
 // never exist whole; backward continues from there.
+//
+// Model parallelism (model/sharding.hpp): built with Sharding{.tensor = group}, the model is one
+// rank's share of a Megatron tensor-parallel split (Shoeybi et al. 2019, §3): each rank holds
+// num_heads / tp query heads and intermediate_size / tp FFN units. qkv and gate_up are
+// column-parallel (this rank's output rows), o and down row-parallel (its input columns), so each
+// attention and FFN block's output is a partial sum, all-reduced once in forward; in backward the
+// block's input gradient is likewise partial and all-reduced once. KV heads are split when
+// kv_heads >= tp and replicated where kv_heads < tp (each kv head on tp / kv_heads ranks, whose
+// partial gradients the trainer's buffers sum). Norms, the embedding and the LM head are
+// replicated: every rank computes them whole, on identical inputs. Built with
+// Sharding{.expert = group}, an MoE model's routed experts are spread over the group's ranks
+// (moe/moe.hpp) and everything else is replicated. Either way layout() is this rank's share;
+// shard_plan() maps it onto full_layout(), the unsplit model's.
 #pragma once
 
 #include <algorithm>
@@ -44,6 +57,8 @@
 #include "reason/model/config.hpp"
 #include "reason/model/loss_result.hpp"
 #include "reason/model/metadata.hpp"
+#include "reason/model/shard_plan.hpp"
+#include "reason/model/sharding.hpp"
 #include "reason/moe/router_stats.hpp"
 #include "reason/norm/rmsnorm.hpp"
 #include "reason/precision/precision.hpp"
@@ -95,13 +110,10 @@ class Transformer {
   static constexpr int head_dim = Attn::head_dim;
   static constexpr index_t loss_chunk_rows = 64;  // rows of logits alive at once in the fused loss
 
-  explicit Transformer(const Config& config) : config_(config) {
+  /// The whole model, or with `sharding` this rank's share of it (see the top of this file).
+  explicit Transformer(const Config& config, Sharding<T> sharding = {}) : config_(config), sharding_(sharding) {
     config_.validate(head_dim);
     const Config& c = config_;
-    const double out_std = c.init_std / std::sqrt(2.0 * static_cast<double>(c.num_layers));  // GPT-2 residual scaling
-    embed_ = layout_.add("embed.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
-    const attention::Dims ad{c.hidden_size, c.num_heads, c.num_kv_heads, c.max_seq_len, c.rope_theta, c.init_std, out_std};
-    const ffn::Dims fd{c.hidden_size, c.intermediate_size, c.init_std, out_std, c.moe_intermediate_size};
     if constexpr (!routed) {
       REASON_CHECK(c.first_dense_layers == 0, "model::Config: first_dense_layers = ", c.first_dense_layers,
                    " applies to MoE models; this model's feed-forward policy (", Ffn::name, ") is dense in every layer");
@@ -109,26 +121,20 @@ class Transformer {
       REASON_CHECK(c.moe_intermediate_size > 0, "model::Config: moe_intermediate_size = ", c.moe_intermediate_size,
                    "; an MoE model (", Ffn::signature(), ") needs its routed experts' width > 0");
     }
-    for (index_t l = 0; l < c.num_layers; ++l) {
-      const std::string p = "layers." + std::to_string(l);
-      Layer layer;
-      layer.attn_norm = NormModule(layout_, p + ".attn_norm", c.hidden_size, c.norm_eps);
-      layer.attn = AttnModule(layout_, p + ".attn", ad);
-      layer.ffn_norm = NormModule(layout_, p + ".ffn_norm", c.hidden_size, c.norm_eps);
-      layer.routed = routed && l >= c.first_dense_layers;
-      if (layer.routed)
-        layer.ffn = FfnModule(layout_, p + ".ffn", fd);
-      else
-        layer.dense = DenseModule(layout_, p + ".ffn", fd);
-      layers_.push_back(std::move(layer));
+    check_sharding();
+    if (sharded()) {
+      ParamLayout full;
+      (void)declare(full, Sharding<T>{});  // the unsplit model's layout; the modules are discarded
+      layers_ = declare(layout_, sharding_);
+      plan_ = ShardPlan(full, layout_, plan_entries(full));
+    } else {
+      layers_ = declare(layout_, sharding_);
     }
     if constexpr (routed) {
       moe_layers_ = c.num_layers - c.first_dense_layers;
       pending_load_.assign(static_cast<std::size_t>(moe_layers_ * Ffn::experts), 0.0);
       router_stats_.resize(static_cast<std::size_t>(moe_layers_));
     }
-    final_norm_ = NormModule(layout_, "norm", c.hidden_size, c.norm_eps);
-    lm_head_ = layout_.add("lm_head.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
   }
 
   [[nodiscard]] const Config& config() const { return config_; }
@@ -151,8 +157,30 @@ class Transformer {
   void expect_model_metadata(const std::map<std::string, std::string>& meta, const std::string& what) const {
     model::expect_model_metadata(config_, head_dim, attention_signature(), ffn_signature(), meta, what);
   }
+  /// This rank's parameters (all of them unless the model is sharded).
   [[nodiscard]] const ParamLayout& layout() const { return layout_; }
   [[nodiscard]] std::size_t num_params() const { return layout_.size(); }
+
+  /// Whether this is one rank's share of a tensor- or expert-parallel model.
+  [[nodiscard]] bool sharded() const { return sharding_.tensor != nullptr || sharding_.expert != nullptr; }
+  [[nodiscard]] const Sharding<T>& sharding() const { return sharding_; }
+  /// The unsplit model's layout (layout() itself when not sharded).
+  [[nodiscard]] const ParamLayout& full_layout() const { return sharded() ? plan_.full_layout() : layout_; }
+  /// How layout() maps onto full_layout(); sharded models only.
+  [[nodiscard]] const ShardPlan& shard_plan() const {
+    REASON_CHECK(sharded(), "Transformer::shard_plan: the model is not sharded");
+    return plan_;
+  }
+  /// A run's starting parameters for this rank: full_layout().initialize(seed), and this rank's
+  /// share of them, so a split run starts where the unsplit one does.
+  [[nodiscard]] std::vector<T> initial_params(std::uint64_t seed) const {
+    std::vector<T> full(full_layout().size());
+    full_layout().initialize(std::span<T>(full), seed);
+    if (!sharded()) return full;
+    std::vector<T> local(layout_.size());
+    plan_.scatter(std::span<const T>(full), std::span<T>(local));
+    return local;
+  }
 
   /// Sizes the activation arena for up to `batch` sequences of up to `seq` tokens.
   void reserve(index_t batch, index_t seq) {
@@ -207,9 +235,11 @@ class Transformer {
         m.ffn.backward(params, grads, s.h2, s.ffn, a.ffn_scratch, dres, dh);
       else
         m.dense.backward(params, grads, s.h2, s.dense, a.dense_scratch, dres, dh);
+      if (!m.routed) sum_partial(dh);  // gate_up is column-parallel: each rank's d(h2) is a part
       m.ffn_norm.backward(params, grads, s.mid, s.rstd2, dh, dtmp);
       kernels::accumulate<T>(dres, dtmp);  // d(mid) = d(out) + d(through the ffn branch)
       m.attn.backward(params, grads, batch, s.h1, a.positions, s.attn, a.attn_scratch, dres, dh);
+      sum_partial(dh);  // qkv is column-parallel
       m.attn_norm.backward(params, grads, s.in, s.rstd1, dh, dtmp);
       kernels::accumulate<T>(dres, dtmp);  // d(in) = d(mid) + d(through the attention branch)
     }
@@ -252,6 +282,8 @@ class Transformer {
   void balance_experts(T* params)
     requires routed
   {
+    // Expert parallel: every rank saw its own tokens; the gates balance on the load of all of them.
+    if (sharding_.expert != nullptr) sharding_.expert->sum_statistics(std::span<double>(pending_load_));
     const std::size_t e = static_cast<std::size_t>(Ffn::experts);
     for (index_t i = 0; i < moe_layers_; ++i) {
       const Layer& m = layers_[static_cast<std::size_t>(config_.first_dense_layers + i)];
@@ -375,12 +407,14 @@ class Transformer {
       const Layer& m = layers_[l];
       m.attn_norm.forward(params, st.x_, st.h_, st.rstd_);
       m.attn.decode(params, st.h_, pos, st.caches_[l], st.attn_scratch_, st.y_);
+      sum_partial(st.y_);
       kernels::accumulate<T>(st.x_, st.y_);
       m.ffn_norm.forward(params, st.x_, st.h_, st.rstd_);
       if (m.routed)
         m.ffn.forward(params, st.h_, st.ffn_, st.y_);
       else
         m.dense.forward(params, st.h_, st.dense_, st.y_);
+      if (!m.routed) sum_partial(st.y_);
       kernels::accumulate<T>(st.x_, st.y_);
     }
     final_norm_.forward(params, st.x_, st.h_, st.rstd_);
@@ -493,12 +527,14 @@ class Transformer {
       LayerActs& s = a.layers[l];
       m.attn_norm.forward(params, s.in, s.h1, s.rstd1);
       m.attn.forward(params, batch, s.h1, a.positions, s.attn, s.mid);
+      sum_partial(s.mid);  // tensor parallel: o is row-parallel
       kernels::accumulate<T>(s.mid, s.in);
       m.ffn_norm.forward(params, s.mid, s.h2, s.rstd2);
       if (m.routed)
         m.ffn.forward(params, s.h2, s.ffn, s.out);
       else
         m.dense.forward(params, s.h2, s.dense, s.out);
+      if (!m.routed) sum_partial(s.out);  // down is row-parallel
       kernels::accumulate<T>(s.out, s.mid);
     }
     final_norm_.forward(params, a.layers.back().out, a.final_h, a.final_rstd);
@@ -517,6 +553,123 @@ class Transformer {
         grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{});
     pending_backward_ = grads != nullptr;
     return {r.loss_sum, r.count};
+  }
+
+  /// Declares the layers into `layout` (this rank's share under `sh`), in checkpoint order.
+  std::vector<Layer> declare(ParamLayout& layout, const Sharding<T>& sh) {
+    const Config& c = config_;
+    const index_t tp = sh.tensor_size();
+    const double out_std = c.init_std / std::sqrt(2.0 * static_cast<double>(c.num_layers));  // GPT-2 residual scaling
+    embed_ = layout.add("embed.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
+    const attention::Dims ad{c.hidden_size, c.num_heads / tp, std::max<index_t>(1, c.num_kv_heads / tp),
+                             c.max_seq_len, c.rope_theta, c.init_std, out_std};
+    const ffn::Dims fd{c.hidden_size, c.intermediate_size / tp, c.init_std, out_std, c.moe_intermediate_size};
+    std::vector<Layer> layers;
+    for (index_t l = 0; l < c.num_layers; ++l) {
+      const std::string p = "layers." + std::to_string(l);
+      Layer layer;
+      layer.attn_norm = NormModule(layout, p + ".attn_norm", c.hidden_size, c.norm_eps);
+      layer.attn = AttnModule(layout, p + ".attn", ad);
+      layer.ffn_norm = NormModule(layout, p + ".ffn_norm", c.hidden_size, c.norm_eps);
+      layer.routed = routed && l >= c.first_dense_layers;
+      if (!layer.routed)
+        layer.dense = DenseModule(layout, p + ".ffn", fd);
+      else if constexpr (expert_parallel_ready)
+        layer.ffn = sh.expert ? FfnModule(layout, p + ".ffn", fd, sh.expert) : FfnModule(layout, p + ".ffn", fd);
+      else
+        layer.ffn = FfnModule(layout, p + ".ffn", fd);
+      layers.push_back(std::move(layer));
+    }
+    final_norm_ = NormModule(layout, "norm", c.hidden_size, c.norm_eps);
+    lm_head_ = layout.add("lm_head.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
+    return layers;
+  }
+
+  /// Whether the routed FFN can spread its experts over a group (moe::MoE can).
+  static constexpr bool expert_parallel_ready =
+      std::is_constructible_v<FfnModule, ParamLayout&, std::string, const ffn::Dims&, ShardGroup<T>*>;
+
+  /// Refuses a split the model cannot make, naming what does not divide.
+  void check_sharding() const {
+    const Config& c = config_;
+    REASON_CHECK(sharding_.tensor == nullptr || sharding_.expert == nullptr,
+                 "Transformer: tensor and expert parallelism together are not supported; build with one of them");
+    if (sharding_.tensor != nullptr) {
+      const index_t tp = sharding_.tensor_size();
+      REASON_CHECK(!routed, "Transformer: tensor parallelism splits dense FFNs; an MoE model (", ffn_signature(),
+                   ") spreads its experts with expert parallelism (Sharding::expert)");
+      REASON_CHECK(requires { typename Attn::pattern; },
+                   "Transformer: tensor parallelism splits the q/k/v attention policies' heads (multi_head, "
+                   "sliding_window, top_k); ", attention_signature(), " is not one of them");
+      REASON_CHECK(c.num_heads % tp == 0, "Transformer: tensor parallelism over ", tp, " ranks: num_heads = ", c.num_heads,
+                   " is not a multiple of ", tp);
+      REASON_CHECK(c.num_kv_heads % tp == 0 || tp % c.num_kv_heads == 0, "Transformer: tensor parallelism over ", tp,
+                   " ranks: num_kv_heads = ", c.num_kv_heads, " neither divides into ", tp,
+                   " ranks nor replicates evenly over them");
+      REASON_CHECK(c.intermediate_size % tp == 0, "Transformer: tensor parallelism over ", tp,
+                   " ranks: intermediate_size = ", c.intermediate_size, " is not a multiple of ", tp);
+    }
+    if (sharding_.expert != nullptr) {
+      REASON_CHECK(routed, "Transformer: expert parallelism spreads an MoE model's experts; this model's FFN (",
+                   ffn_signature(), ") has none");
+      REASON_CHECK(expert_parallel_ready, "Transformer: the routed FFN (", ffn_signature(),
+                   ") cannot spread its experts over ranks");
+    }
+  }
+
+  /// The plan of this rank's share: tensors of the full shape are replicated (under expert
+  /// parallelism an expert "....experts.<i>...." is this rank's alone and everything else is
+  /// replicated with each rank's gradient a part: every rank trains on its own tokens); under
+  /// tensor parallelism the four split projections map by rows or columns.
+  std::vector<ShardEntry> plan_entries(const ParamLayout& full_layout) const {
+    const Config& c = config_;
+    const int tp = sharding_.tensor_size(), r = sharding_.tensor_rank(), ep = sharding_.expert_size();
+    const index_t D = head_dim, hl = c.num_heads / tp, kvl = std::max<index_t>(1, c.num_kv_heads / tp);
+    const index_t kv0 = c.num_kv_heads >= tp ? r * kvl : (r * c.num_kv_heads) / tp;  // first kv head this rank holds
+    const int kv_holders = c.num_kv_heads >= tp ? 1 : tp / static_cast<int>(c.num_kv_heads);
+    const index_t fl = c.intermediate_size / tp;
+    auto ends_with = [](const std::string& s, const char* suffix) {
+      const std::string t(suffix);
+      return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+    };
+    std::vector<ShardEntry> out;
+    const auto& full = full_layout.params();
+    for (std::size_t i = 0; i < layout_.params().size(); ++i) {
+      const ParamInfo& p = layout_.params()[i];
+      std::size_t f = full.size();
+      for (std::size_t j = 0; j < full.size(); ++j)
+        if (full[j].name == p.name) f = j;
+      REASON_CHECK(f < full.size(), "Transformer: the sharded model's '", p.name, "' is not in the unsplit model");
+      ShardEntry e{i, f, 0, {}};
+      if (full[f].shape == p.shape) {
+        const bool expert_own = ep > 1 && p.name.find(".experts.") != std::string::npos;
+        e.pieces.push_back({0, 0, ShardPlan::matrix_shape(p).first, expert_own ? 1 : tp * ep, ep > 1 && !expert_own});
+      } else if (ends_with(p.name, ".attn.qkv.weight")) {
+        e.pieces = {{0, r * hl * D, hl * D, 1, false},
+                    {hl * D, (c.num_heads + kv0) * D, kvl * D, kv_holders, kv_holders > 1},
+                    {(hl + kvl) * D, (c.num_heads + c.num_kv_heads + kv0) * D, kvl * D, kv_holders, kv_holders > 1}};
+      } else if (ends_with(p.name, ".attn.o.weight")) {
+        e.dim = 1;
+        e.pieces = {{0, r * hl * D, hl * D, 1, false}};
+      } else if (ends_with(p.name, ".ffn.gate_up.weight")) {
+        e.pieces = {{0, r * fl, fl, 1, false}, {fl, c.intermediate_size + r * fl, fl, 1, false}};
+      } else if (ends_with(p.name, ".ffn.down.weight")) {
+        e.dim = 1;
+        e.pieces = {{0, r * fl, fl, 1, false}};
+      } else {
+        fail("Transformer: tensor parallelism has no rule for '", p.name, "' ", shape_string(p.shape), " (unsplit ",
+             shape_string(full[f].shape), ")");
+      }
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  /// Tensor parallel: the sum over the group of a row-parallel product's partial rows, in place.
+  void sum_partial(View<T, 2> x) const {
+    if (sharding_.tensor == nullptr) return;
+    REASON_CHECK(x.is_contiguous(), "Transformer: a tensor-parallel partial sum needs contiguous rows");
+    sharding_.tensor->all_reduce_sum(std::span<T>(x.data, static_cast<std::size_t>(x.size(0) * x.size(1))));
   }
 
   /// The first routed (or dense) layer, whose shapes every such layer shares; null if none.
@@ -542,7 +695,9 @@ class Transformer {
   }
 
   Config config_;
+  Sharding<T> sharding_;
   ParamLayout layout_;
+  ShardPlan plan_;  // this rank's share of the unsplit model (sharded models only)
   std::size_t embed_ = 0, lm_head_ = 0;
   std::vector<Layer> layers_;
   NormModule final_norm_;

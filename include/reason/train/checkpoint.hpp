@@ -209,6 +209,9 @@ void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const
   using T = typename Tr::T;
   using Net = std::remove_cvref_t<decltype(trainer.net())>;
   using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
+  static_assert(!requires { trainer.buffers().model_parallel; },
+                "save_checkpoint: a tensor- or expert-parallel trainer holds one rank's share of the model; its "
+                "checkpoint files are not written yet (gather_full() assembles the unsplit parameters)");
   if constexpr (requires { trainer.to_host(); }) trainer.to_host();
   // Under a distributed policy every rank calls this (to_host may gather shards) and one writes.
   if constexpr (requires { trainer.checkpoint_writer(); })
@@ -249,6 +252,9 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
   using T = typename Tr::T;
   using Net = std::remove_cvref_t<decltype(trainer.net())>;
   using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
+  static_assert(!requires { trainer.buffers().model_parallel; },
+                "load_checkpoint: a tensor- or expert-parallel trainer holds one rank's share of the model; loading "
+                "its checkpoint is not written yet");
   const io::SafetensorsFile file = io::SafetensorsFile::open(path);
   const std::string fname = path.string();
   const io::SafetensorsMetadata& meta = file.metadata();

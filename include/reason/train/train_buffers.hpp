@@ -21,6 +21,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -104,6 +105,17 @@ std::vector<T> initialized_params(const ParamLayout& layout, std::uint64_t seed)
   std::vector<T> p(layout.size());
   layout.initialize(std::span<T>(p), seed);
   return p;
+}
+
+/// A run's starting parameters for `net`: its own initial_params(seed) when it has one (a split
+/// model's share of the unsplit model's initialisation, model/transformer.hpp), else
+/// initialized_params(net.layout(), seed).
+template <class T, class Net>
+std::vector<T> initial_params(const Net& net, std::uint64_t seed) {
+  if constexpr (requires { { net.initial_params(seed) } -> std::same_as<std::vector<T>>; })
+    return net.initial_params(seed);
+  else
+    return initialized_params<T>(net.layout(), seed);
 }
 
 /// Makes them: a model with a stream() gets its buffers on that stream, so their work is ordered with its own.

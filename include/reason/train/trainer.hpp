@@ -184,7 +184,7 @@ class Trainer {
         opt_(optimizer),
         cfg_((config.validate(), config)),
         buf_(parallel.template make_buffers<Opt>(
-            net, std::span<const T>(initialized_params<T>(net.layout(), config.seed)), /*with_reference=*/false)),
+            net, std::span<const T>(initial_params<T>(net, config.seed)), /*with_reference=*/false)),
         scaler_(cfg_.loss_scale, loss_scaling_enabled<typename PrecisionOf<Net>::type>(cfg_.loss_scale)) {
     net_.reserve(cfg_.batch, cfg_.seq);
   }
