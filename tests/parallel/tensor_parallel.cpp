@@ -131,13 +131,14 @@ void check_training(test::MpiHarness& h, Comm& world) {
   const bool one = world.size() == 1;
   for (std::int64_t s = 0; s < steps; ++s) {
     const double loss = t.run_step(source).loss, want = ref_losses[static_cast<std::size_t>(s)];
-    h.check(std::abs(loss - want) <= (one ? 0.0 : 1e-5 * want),
+    h.check(std::abs(loss - want) <= (one ? 1e-9 : 1e-5) * want,
             "step " + std::to_string(s) + ": loss " + str(loss) + ", one process " + str(want));
   }
   const Tally steps_tally = counted.tally(Collective::all_reduce);  // before gather_full's own all-reduce
   const std::vector<float> gathered = t.buffers().gather_full();
   const double diff = max_abs_diff(gathered, ref.params()), scale = max_abs(ref.params());
-  h.check(diff <= (one ? 0.0 : 2e-5 * scale),
+  // (At one rank the norm's sum of squares runs in another order, so the clip factor may differ in its last bit.)
+  h.check(diff <= (one ? 1e-6 : 2e-5) * scale,
           "parameters differ from one process's by " + str(diff) + " (max |p| " + str(scale) + ")");
 
   // The replicas of every replicated value are equal bit for bit (their gradients were).

@@ -39,6 +39,11 @@ class ShardGroup {
                             std::span<const std::int64_t> recv_counts) = 0;
   /// size() equal blocks of counts: in's block j goes to rank j, out's block i came from rank i.
   virtual void all_to_all(std::span<const std::int64_t> in, std::span<std::int64_t> out) = 0;
+  /// Point to point (a pipeline's activations and their gradients between neighbouring stages).
+  virtual void send(std::span<const T> data, int peer) = 0;
+  virtual void recv(std::span<T> data, int peer) = 0;
+  /// Sends to `dst` and receives from `src` at once: the deadlock-free step of a pipeline's steady state.
+  virtual void send_recv(std::span<const T> in, int dst, std::span<T> out, int src) = 0;
 };
 
 /// The groups a Transformer is split over; null: not split that way.
@@ -46,11 +51,14 @@ template <class T>
 struct Sharding {
   ShardGroup<T>* tensor = nullptr;  // attention heads and FFN width split over its ranks (tensor parallelism)
   ShardGroup<T>* expert = nullptr;  // routed experts spread over its ranks (expert parallelism)
+  ShardGroup<T>* pipeline = nullptr;  // layers split into consecutive stages, one per rank (pipeline parallelism)
 
   [[nodiscard]] int tensor_size() const { return tensor ? tensor->size() : 1; }
   [[nodiscard]] int tensor_rank() const { return tensor ? tensor->rank() : 0; }
   [[nodiscard]] int expert_size() const { return expert ? expert->size() : 1; }
   [[nodiscard]] int expert_rank() const { return expert ? expert->rank() : 0; }
+  [[nodiscard]] int pipeline_size() const { return pipeline ? pipeline->size() : 1; }
+  [[nodiscard]] int pipeline_rank() const { return pipeline ? pipeline->rank() : 0; }
 };
 
 }  // namespace reason::model

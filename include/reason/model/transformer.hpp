@@ -162,7 +162,9 @@ class Transformer {
   [[nodiscard]] std::size_t num_params() const { return layout_.size(); }
 
   /// Whether this is one rank's share of a tensor- or expert-parallel model.
-  [[nodiscard]] bool sharded() const { return sharding_.tensor != nullptr || sharding_.expert != nullptr; }
+  [[nodiscard]] bool sharded() const {
+    return sharding_.tensor != nullptr || sharding_.expert != nullptr || sharding_.pipeline != nullptr;
+  }
   [[nodiscard]] const Sharding<T>& sharding() const { return sharding_; }
   /// The unsplit model's layout (layout() itself when not sharded).
   [[nodiscard]] const ParamLayout& full_layout() const { return sharded() ? plan_.full_layout() : layout_; }
@@ -187,11 +189,14 @@ class Transformer {
     REASON_CHECK(batch > 0 && seq > 0 && seq <= config_.max_seq_len, "Transformer::reserve: batch = ", batch,
                  ", seq = ", seq, "; expected batch > 0 and 0 < seq <= max_seq_len = ", config_.max_seq_len);
     const std::size_t bytes = Arena::measure([&](Arena& a) { (void)carve(a, batch, seq); });
-    pending_backward_ = false;  // the buffer may move: earlier activation views are invalid now
-    acts_ = {};
-    arena_.reserve(bytes);
+    for (Slot& slot : slots_) {
+      slot.pending_backward = false;  // the buffer may move: earlier activation views are invalid now
+      slot.acts = {};
+      slot.arena.reserve(bytes);
+    }
+    reserved_ = {batch, seq};
   }
-  [[nodiscard]] std::size_t activation_bytes() const { return arena_.capacity(); }
+  [[nodiscard]] std::size_t activation_bytes() const { return cur().arena.capacity(); }
 
   /// Mean next-token loss over targets >= 0; no gradients. tokens, targets [B, T].
   LossResult loss(const T* params, View<const std::int32_t, 2> tokens, View<const std::int32_t, 2> targets) {
@@ -203,7 +208,7 @@ class Transformer {
     const index_t n = tokens.size(0) * tokens.size(1);
     expect_shape(out, "Transformer::logits: out", {n, config_.vocab_size});
     run_trunk(params, tokens, false);
-    kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), acts_.final_h,
+    kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), cur().acts.final_h,
                      matrix_at(params, lm_head_, config_.vocab_size, config_.hidden_size), T(0), out);
   }
 
@@ -222,29 +227,58 @@ class Transformer {
 
   /// Backward through the blocks from the last forward(); parameter gradients accumulate.
   void backward(const T* params, T* grads) {
-    REASON_CHECK(pending_backward_, "Transformer::backward: no forward() with gradients to go back through");
-    pending_backward_ = false;
-    const Activations& a = acts_;
-    const index_t batch = batch_;
-    View<T, 2> dres = a.dres, dh = a.dh, dtmp = a.dtmp;
-    final_norm_.backward(params, grads, a.layers.back().out, a.final_rstd, a.dfinal, dres);
-    for (index_t l = config_.num_layers - 1; l >= 0; --l) {
-      const Layer& m = layers_[l];
-      const LayerActs& s = a.layers[l];
-      if (m.routed)
-        m.ffn.backward(params, grads, s.h2, s.ffn, a.ffn_scratch, dres, dh);
-      else
-        m.dense.backward(params, grads, s.h2, s.dense, a.dense_scratch, dres, dh);
-      if (!m.routed) sum_partial(dh);  // gate_up is column-parallel: each rank's d(h2) is a part
-      m.ffn_norm.backward(params, grads, s.mid, s.rstd2, dh, dtmp);
-      kernels::accumulate<T>(dres, dtmp);  // d(mid) = d(out) + d(through the ffn branch)
-      m.attn.backward(params, grads, batch, s.h1, a.positions, s.attn, a.attn_scratch, dres, dh);
-      sum_partial(dh);  // qkv is column-parallel
-      m.attn_norm.backward(params, grads, s.in, s.rstd1, dh, dtmp);
-      kernels::accumulate<T>(dres, dtmp);  // d(in) = d(mid) + d(through the attention branch)
-    }
-    kernels::embedding_backward<T>(a.tokens, dres, matrix_at(grads, embed_, config_.vocab_size, config_.hidden_size));
+    expect_no_pipeline("Transformer::backward");
+    run_backward(params, grads, {});
   }
+  // ---- pipeline stages (Sharding::pipeline; parallel::Pipeline runs them in a 1F1B schedule) ----------
+
+  /// Whether this rank holds the embedding (the first stage) and the final norm and LM head (the
+  /// last); both without a pipeline.
+  [[nodiscard]] bool first_stage() const { return sharding_.pipeline_rank() == 0; }
+  [[nodiscard]] bool last_stage() const { return sharding_.pipeline_rank() == sharding_.pipeline_size() - 1; }
+  /// The layers this rank runs: [first_layer(), first_layer() + local_layers()).
+  [[nodiscard]] index_t first_layer() const { return first_layer_; }
+  [[nodiscard]] index_t local_layers() const { return static_cast<index_t>(layers_.size()); }
+
+  /// A pipeline stage's forward of one micro-batch with gradients: the first stage embeds `tokens`,
+  /// the others start from `input` [B T, C] (the previous stage's output); the last stage ends in
+  /// the fused LM head and loss (as forward()) and returns the summed loss, the others return
+  /// nothing and leave their output in stage_output(). tokens and targets [B, T] on every stage
+  /// (they size the activations; the last stage needs the targets).
+  LossResult stage_forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
+                           View<const std::int32_t, 2> targets, T grad_scale, View<const T, 2> input) {
+    REASON_CHECK(grads != nullptr, "Transformer::stage_forward: grads is null");
+    const View<const T, 2>* in = first_stage() ? nullptr : &input;
+    if (last_stage()) return run_forward(params, grads, tokens, targets, grad_scale, in, true);
+    run_trunk(params, tokens, true, in, true);
+    cur().pending_backward = true;
+    return {};
+  }
+  /// This stage's output [B T, C] of the last stage_forward (what the next stage receives).
+  [[nodiscard]] View<const T, 2> stage_output() const { return cur().acts.layers.back().out; }
+  /// The backward of the last stage_forward in the current slot: the last stage from its loss,
+  /// the others from `output_grad` = d(loss)/d(stage_output()) (sent back by the next stage).
+  /// Parameter gradients accumulate; d(loss)/d(input) is then stage_input_grad().
+  void stage_backward(const T* params, T* grads, View<const T, 2> output_grad) {
+    run_backward(params, grads, output_grad);
+  }
+  /// d(loss)/d(this stage's input) [B T, C] of the last stage_backward (what the previous stage receives).
+  [[nodiscard]] View<const T, 2> stage_input_grad() const { return cur().acts.dres; }
+
+  /// Keeps `n` sets of activations (one per micro-batch in flight on a pipeline stage), each of
+  /// reserve()'s size; use_activation_slot(k) picks the one forward and backward use.
+  void set_activation_slots(int n) {
+    REASON_CHECK(n >= 1, "Transformer::set_activation_slots: n = ", n, ", expected >= 1");
+    slots_.resize(static_cast<std::size_t>(n));
+    slot_ = 0;
+    if (reserved_.first > 0) reserve(reserved_.first, reserved_.second);
+  }
+  void use_activation_slot(int k) {
+    REASON_CHECK(k >= 0 && static_cast<std::size_t>(k) < slots_.size(), "Transformer::use_activation_slot: slot ", k,
+                 " of ", slots_.size());
+    slot_ = static_cast<std::size_t>(k);
+  }
+  [[nodiscard]] int activation_slots() const { return static_cast<int>(slots_.size()); }
 
   /// Forward with a caller-defined objective on the logits (RL and distillation losses):
   /// `objective(first_row, logits)` sees the logits of rows [first_row, first_row + R) of the
@@ -258,12 +292,12 @@ class Transformer {
                            double aux_weight = 1.0) {
     run_trunk(params, tokens, grads != nullptr);
     const index_t c = config_.hidden_size;
-    const Activations& a = acts_;
+    const Activations& a = cur().acts;
     const double loss = kernels::lm_head_objective<T>(
         a.final_h, matrix_at(params, lm_head_, config_.vocab_size, c), a.loss_scratch,
         grads ? a.dfinal : View<T, 2>{}, grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{},
         objective);
-    pending_backward_ = grads != nullptr;
+    cur().pending_backward = grads != nullptr;
     if (grads != nullptr) note_training_forward(aux_weight);
     return loss;
   }
@@ -308,12 +342,12 @@ class Transformer {
 
   /// The final hidden states [B T, C] (after the final norm) of the last forward — what a
   /// value or reward head reads.
-  [[nodiscard]] View<const T, 2> final_hidden() const { return acts_.final_h; }
+  [[nodiscard]] View<const T, 2> final_hidden() const { return cur().acts.final_h; }
   /// d(loss)/d(final hidden) [B T, C] of the last forward with gradients: a head on the hidden
   /// states adds its gradient here before backward().
   [[nodiscard]] View<T, 2> hidden_grad() {
-    REASON_CHECK(pending_backward_, "Transformer::hidden_grad: no forward() with gradients to add to");
-    return acts_.dfinal;
+    REASON_CHECK(cur().pending_backward, "Transformer::hidden_grad: no forward() with gradients to add to");
+    return cur().acts.dfinal;
   }
   /// Forward to the final hidden states only, for heads other than the LM head (value, reward).
   /// With `train`, d(final hidden) starts at zero for the head to fill through hidden_grad().
@@ -322,12 +356,12 @@ class Transformer {
                                   double aux_weight = 1.0) {
     run_trunk(params, tokens, train);
     if (train) {
-      for (index_t r = 0; r < acts_.dfinal.size(0); ++r)
-        std::fill(acts_.dfinal.row(r), acts_.dfinal.row(r) + acts_.dfinal.size(1), T(0));
+      for (index_t r = 0; r < cur().acts.dfinal.size(0); ++r)
+        std::fill(cur().acts.dfinal.row(r), cur().acts.dfinal.row(r) + cur().acts.dfinal.size(1), T(0));
       note_training_forward(aux_weight);
     }
-    pending_backward_ = train;
-    return acts_.final_h;
+    cur().pending_backward = train;
+    return cur().acts.final_h;
   }
 
   // ---- decoding with a KV cache ---------------------------------------------------------------
@@ -356,6 +390,7 @@ class Transformer {
   };
 
   [[nodiscard]] DecodeState make_decode_state(index_t batch, index_t max_seq) const {
+    expect_no_pipeline("Transformer::make_decode_state");
     REASON_CHECK(batch > 0 && max_seq > 0 && max_seq <= config_.max_seq_len, "Transformer::make_decode_state: batch = ",
                  batch, ", max_seq = ", max_seq, "; expected > 0 and max_seq <= max_seq_len = ", config_.max_seq_len);
     DecodeState st;
@@ -393,6 +428,7 @@ class Transformer {
     REASON_CHECK(pos >= 0 && pos < st.max_seq_, "decode_step: position ", pos, " outside [0, ", st.max_seq_, ")");
     REASON_CHECK(pos <= st.next_pos_, "decode_step: position ", pos, " skips ahead of the next position ", st.next_pos_,
                  " (positions before it were never fed; the cache has no keys there)");
+    expect_no_pipeline("Transformer::decode_step");
     REASON_CHECK(static_cast<index_t>(st.caches_.size()) == config_.num_layers && st.x_.size(1) == config_.hidden_size,
                  "decode_step: the DecodeState was made by a model of another shape (", st.caches_.size(), " layers, width ",
                  st.x_.size(1), "; this model: ", config_.num_layers, ", ", config_.hidden_size, ")");
@@ -470,7 +506,7 @@ class Transformer {
     Activations a;
     a.positions = arena.view<std::int32_t>("positions", n);
     View<T, 2> prev = arena.view<T>("embedding", n, c);
-    for (index_t l = 0; l < config_.num_layers; ++l) {
+    for (index_t l = 0; l < local_layers(); ++l) {
       const Layer& m = layers_[l];
       LayerActs s;
       s.in = prev;
@@ -504,25 +540,34 @@ class Transformer {
   /// Embedding, blocks and final norm for tokens [B, T]: fills the activations up to final_h.
   /// `training`: a forward whose backward follows; only then do MoE layers drop assignments over
   /// capacity (evaluation and decoding keep every token, as Switch and GShard evaluate).
-  void run_trunk(const T* params, View<const std::int32_t, 2> tokens, bool training) {
+  /// A pipeline stage after the first starts from *input [B T, C] instead of the embedding (stage:
+  /// the call comes from the stage API; any other forward of a pipeline stage is refused).
+  void run_trunk(const T* params, View<const std::int32_t, 2> tokens, bool training,
+                 const View<const T, 2>* input = nullptr, bool stage = false) {
+    if (!stage) expect_no_pipeline("Transformer: a forward");
     const index_t batch = tokens.size(0), seq = tokens.size(1), n = batch * seq, c = config_.hidden_size;
     REASON_CHECK(batch > 0 && seq > 0, "Transformer: tokens: shape ", shape_string(tokens.shape),
                  ", expected at least one sequence of at least one token");
     REASON_CHECK(tokens.is_contiguous(), "Transformer: tokens must be contiguous [B, T]");
     REASON_CHECK(seq <= config_.max_seq_len, "Transformer: sequence length ", seq, " exceeds max_seq_len = ", config_.max_seq_len);
-    REASON_CHECK(arena_.capacity() > 0, "Transformer: call reserve(batch, seq) before the first forward");
-    pending_backward_ = false;
-    arena_.reset();
-    acts_ = carve(arena_, batch, seq);
-    Activations& a = acts_;
+    REASON_CHECK(cur().arena.capacity() > 0, "Transformer: call reserve(batch, seq) before the first forward");
+    cur().pending_backward = false;
+    cur().arena.reset();
+    cur().acts = carve(cur().arena, batch, seq);
+    Activations& a = cur().acts;
     if constexpr (routed)
       for (index_t l = config_.first_dense_layers; l < config_.num_layers; ++l) a.layers[l].ffn.drop_over_capacity = training;
-    batch_ = batch;
+    cur().batch = batch;
     a.tokens = make_view(tokens.data, n);
     for (index_t i = 0; i < n; ++i) a.positions(i) = static_cast<std::int32_t>(i % seq);
 
-    kernels::embedding_forward<T>(a.tokens, matrix_at(params, embed_, config_.vocab_size, c), a.layers[0].in);
-    for (index_t l = 0; l < config_.num_layers; ++l) {
+    if (input == nullptr) {
+      kernels::embedding_forward<T>(a.tokens, matrix_at(params, embed_, config_.vocab_size, c), a.layers[0].in);
+    } else {
+      expect_shape(*input, "Transformer::stage_forward: input", {n, c});
+      for (index_t r = 0; r < n; ++r) std::copy_n(input->row(r), c, a.layers[0].in.row(r));
+    }
+    for (index_t l = 0; l < local_layers(); ++l) {
       const Layer& m = layers_[l];
       LayerActs& s = a.layers[l];
       m.attn_norm.forward(params, s.in, s.h1, s.rstd1);
@@ -537,22 +582,56 @@ class Transformer {
       if (!m.routed) sum_partial(s.out);  // down is row-parallel
       kernels::accumulate<T>(s.out, s.mid);
     }
-    final_norm_.forward(params, a.layers.back().out, a.final_h, a.final_rstd);
+    if (last_stage()) final_norm_.forward(params, a.layers.back().out, a.final_h, a.final_rstd);
   }
 
   LossResult run_forward(const T* params, T* grads, View<const std::int32_t, 2> tokens,
-                         View<const std::int32_t, 2> targets, T grad_scale) {
+                         View<const std::int32_t, 2> targets, T grad_scale, const View<const T, 2>* input = nullptr,
+                         bool stage = false) {
     expect_shape(targets, "Transformer: targets", tokens.shape);
     REASON_CHECK(targets.is_contiguous(), "Transformer: targets must be contiguous [B, T]");
-    run_trunk(params, tokens, grads != nullptr);
+    run_trunk(params, tokens, grads != nullptr, input, stage);
     const index_t n = tokens.size(0) * tokens.size(1), c = config_.hidden_size;
-    const Activations& a = acts_;
+    const Activations& a = cur().acts;
     const auto head = matrix_at(params, lm_head_, config_.vocab_size, c);
     const auto r = kernels::lm_head_cross_entropy<T>(
         a.final_h, head, make_view(targets.data, n), grad_scale, a.loss_scratch, grads ? a.dfinal : View<T, 2>{},
         grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{});
-    pending_backward_ = grads != nullptr;
+    cur().pending_backward = grads != nullptr;
     return {r.loss_sum, r.count};
+  }
+
+  /// Backward from the last forward with gradients: from its loss, or on a pipeline stage before the
+  /// last from `output_grad` = d(loss)/d(this stage's output); leaves d(input) in acts.dres.
+  void run_backward(const T* params, T* grads, View<const T, 2> output_grad) {
+    REASON_CHECK(cur().pending_backward, "Transformer::backward: no forward() with gradients to go back through");
+    cur().pending_backward = false;
+    const Activations& a = cur().acts;
+    const index_t batch = cur().batch;
+    View<T, 2> dres = a.dres, dh = a.dh, dtmp = a.dtmp;
+    if (last_stage()) {
+      final_norm_.backward(params, grads, a.layers.back().out, a.final_rstd, a.dfinal, dres);
+    } else {
+      expect_shape(output_grad, "Transformer::stage_backward: output_grad", {dres.size(0), dres.size(1)});
+      for (index_t r = 0; r < dres.size(0); ++r) std::copy_n(output_grad.row(r), dres.size(1), dres.row(r));
+    }
+    for (index_t l = local_layers() - 1; l >= 0; --l) {
+      const Layer& m = layers_[l];
+      const LayerActs& s = a.layers[l];
+      if (m.routed)
+        m.ffn.backward(params, grads, s.h2, s.ffn, a.ffn_scratch, dres, dh);
+      else
+        m.dense.backward(params, grads, s.h2, s.dense, a.dense_scratch, dres, dh);
+      if (!m.routed) sum_partial(dh);  // gate_up is column-parallel: each rank's d(h2) is a part
+      m.ffn_norm.backward(params, grads, s.mid, s.rstd2, dh, dtmp);
+      kernels::accumulate<T>(dres, dtmp);  // d(mid) = d(out) + d(through the ffn branch)
+      m.attn.backward(params, grads, batch, s.h1, a.positions, s.attn, a.attn_scratch, dres, dh);
+      sum_partial(dh);  // qkv is column-parallel
+      m.attn_norm.backward(params, grads, s.in, s.rstd1, dh, dtmp);
+      kernels::accumulate<T>(dres, dtmp);  // d(in) = d(mid) + d(through the attention branch)
+    }
+    if (first_stage())
+      kernels::embedding_backward<T>(a.tokens, dres, matrix_at(grads, embed_, config_.vocab_size, config_.hidden_size));
   }
 
   /// Declares the layers into `layout` (this rank's share under `sh`), in checkpoint order.
@@ -560,12 +639,17 @@ class Transformer {
     const Config& c = config_;
     const index_t tp = sh.tensor_size();
     const double out_std = c.init_std / std::sqrt(2.0 * static_cast<double>(c.num_layers));  // GPT-2 residual scaling
-    embed_ = layout.add("embed.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
+    // A pipeline stage s of S runs layers [s L / S, (s + 1) L / S); the first also embeds, the last
+    // also holds the final norm and the LM head.
+    const index_t stages = sh.pipeline_size(), stage = sh.pipeline_rank();
+    const index_t l0 = stage * c.num_layers / stages, l1 = (stage + 1) * c.num_layers / stages;
+    first_layer_ = l0;
+    if (stage == 0) embed_ = layout.add("embed.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
     const attention::Dims ad{c.hidden_size, c.num_heads / tp, std::max<index_t>(1, c.num_kv_heads / tp),
                              c.max_seq_len, c.rope_theta, c.init_std, out_std};
     const ffn::Dims fd{c.hidden_size, c.intermediate_size / tp, c.init_std, out_std, c.moe_intermediate_size};
     std::vector<Layer> layers;
-    for (index_t l = 0; l < c.num_layers; ++l) {
+    for (index_t l = l0; l < l1; ++l) {
       const std::string p = "layers." + std::to_string(l);
       Layer layer;
       layer.attn_norm = NormModule(layout, p + ".attn_norm", c.hidden_size, c.norm_eps);
@@ -580,8 +664,10 @@ class Transformer {
         layer.ffn = FfnModule(layout, p + ".ffn", fd);
       layers.push_back(std::move(layer));
     }
-    final_norm_ = NormModule(layout, "norm", c.hidden_size, c.norm_eps);
-    lm_head_ = layout.add("lm_head.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
+    if (stage == stages - 1) {
+      final_norm_ = NormModule(layout, "norm", c.hidden_size, c.norm_eps);
+      lm_head_ = layout.add("lm_head.weight", {c.vocab_size, c.hidden_size}, Init::normal, c.init_std);
+    }
     return layers;
   }
 
@@ -592,8 +678,14 @@ class Transformer {
   /// Refuses a split the model cannot make, naming what does not divide.
   void check_sharding() const {
     const Config& c = config_;
-    REASON_CHECK(sharding_.tensor == nullptr || sharding_.expert == nullptr,
-                 "Transformer: tensor and expert parallelism together are not supported; build with one of them");
+    REASON_CHECK((sharding_.tensor != nullptr) + (sharding_.expert != nullptr) + (sharding_.pipeline != nullptr) <= 1,
+                 "Transformer: tensor, expert and pipeline parallelism are one at a time here; build with one of them");
+    if (sharding_.pipeline != nullptr) {
+      REASON_CHECK(!routed, "Transformer: pipeline parallelism of an MoE model (", ffn_signature(),
+                   ") is not supported yet: its router statistics and balancing are per model, not per stage");
+      REASON_CHECK(c.num_layers >= sharding_.pipeline_size(), "Transformer: a pipeline of ", sharding_.pipeline_size(),
+                   " stages needs at least as many layers; num_layers = ", c.num_layers);
+    }
     if (sharding_.tensor != nullptr) {
       const index_t tp = sharding_.tensor_size();
       REASON_CHECK(!routed, "Transformer: tensor parallelism splits dense FFNs; an MoE model (", ffn_signature(),
@@ -665,6 +757,13 @@ class Transformer {
     return out;
   }
 
+  /// Refuses a whole-model call (`what`) on a pipeline stage, which holds only some layers.
+  void expect_no_pipeline(const char* what) const {
+    REASON_CHECK(sharding_.pipeline == nullptr, what, " needs the whole model; this pipeline stage ",
+                 sharding_.pipeline_rank(), " of ", sharding_.pipeline_size(), " holds layers [", first_layer_, ", ",
+                 first_layer_ + local_layers(), ") and runs through stage_forward/stage_backward (parallel::Pipeline)");
+  }
+
   /// Tensor parallel: the sum over the group of a row-parallel product's partial rows, in place.
   void sum_partial(View<T, 2> x) const {
     if (sharding_.tensor == nullptr) return;
@@ -685,7 +784,7 @@ class Transformer {
     if constexpr (routed) {
       for (index_t i = 0; i < moe_layers_; ++i) {
         const index_t l = config_.first_dense_layers + i;
-        const auto& saved = acts_.layers[static_cast<std::size_t>(l)].ffn;
+        const auto& saved = cur().acts.layers[static_cast<std::size_t>(l)].ffn;
         FfnModule::set_aux_weight(saved, aux_weight);
         const moe::RouterStats st = layers_[static_cast<std::size_t>(l)].ffn.stats(saved);
         router_stats_[static_cast<std::size_t>(i)].add(st);
@@ -701,10 +800,20 @@ class Transformer {
   std::size_t embed_ = 0, lm_head_ = 0;
   std::vector<Layer> layers_;
   NormModule final_norm_;
-  Arena arena_;
-  Activations acts_;
-  index_t batch_ = 0;
-  bool pending_backward_ = false;
+  /// One forward's activations: the arena and its views, the forward's batch, whether a backward
+  /// may follow. A pipeline stage keeps one per micro-batch in flight (set_activation_slots).
+  struct Slot {
+    Arena arena;
+    Activations acts;
+    index_t batch = 0;
+    bool pending_backward = false;
+  };
+  std::vector<Slot> slots_ = std::vector<Slot>(1);
+  std::size_t slot_ = 0;  // the slot forward and backward use
+  std::pair<index_t, index_t> reserved_{0, 0};  // reserve()'s batch and seq, for new slots
+  index_t first_layer_ = 0;  // the global index of layers_[0] (a pipeline stage's first layer)
+  Slot& cur() { return slots_[slot_]; }
+  const Slot& cur() const { return slots_[slot_]; }
   index_t moe_layers_ = 0;                    // routed layers (the last num_layers - first_dense_layers)
   std::vector<moe::RouterStats> router_stats_;  // per MoE layer, since take_router_stats()
   std::vector<double> pending_load_;          // [MoE layers x E] since balance_experts()

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstddef>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -117,6 +118,9 @@ class ModelParallelBuffers {
     comm_->all_reduce(values, ReduceOp::sum);
   }
   [[nodiscard]] int rank() const { return comm_->rank(); }
+  /// Sums `values` over the group in place, whatever the policy (a pipeline's loss, known on its last stage).
+  void sum_over_group(std::span<double> values) { comm_->all_reduce(values, ReduceOp::sum); }
+  [[nodiscard]] C& communicator() const { return *comm_; }
 
   [[nodiscard]] auto host_params() { return base_.host_params(); }
   [[nodiscard]] auto host_params() const { return base_.host_params(); }
@@ -166,21 +170,22 @@ class ModelParallelBuffers {
 };
 
 namespace detail {
-/// Makes ModelParallelBuffers after checking that the model is split over a group like `comm`.
-template <class Opt, bool OwnData, class Net, class T, class C>
-auto make_model_parallel_buffers(const Net& net, std::span<const T> initial, bool with_reference, C* comm,
-                                 std::size_t bucket_bytes, const char* policy) {
+/// Checks that the model is split over a group like `comm` (`field`: the Sharding member policy
+/// `policy` needs), then makes Buffers from the model's own.
+template <class Buffers, class Opt, class Net, class T, class C>
+Buffers make_model_parallel_buffers(const Net& net, std::span<const T> initial, bool with_reference, C* comm,
+                                    std::size_t bucket_bytes, const char* policy, const char* field) {
   REASON_CHECK(comm != nullptr, "parallel::", policy, ": no communicator");
   const auto& sh = net.sharding();
-  const auto* group = OwnData ? sh.expert : sh.tensor;
+  const std::string f(field);
+  const auto* group = f == "tensor" ? sh.tensor : f == "expert" ? sh.expert : sh.pipeline;
   REASON_CHECK(group != nullptr, "parallel::", policy, ": the model is not split that way (build it with model::Sharding{.",
-               OwnData ? "expert" : "tensor", " = group})");
+               field, " = group})");
   REASON_CHECK(group->size() == comm->size() && group->rank() == comm->rank(), "parallel::", policy,
                ": the model is split over ", group->size(), " ranks (this one ", group->rank(), "), the trainer's communicator has ",
                comm->size(), " (this one ", comm->rank(), ")");
   using Base = train::train_buffers_t<Net, T, Opt>;
-  return ModelParallelBuffers<Base, C, OwnData>(train::make_train_buffers<Base>(net, initial, with_reference),
-                                                net.shard_plan(), *comm, bucket_bytes);
+  return Buffers(train::make_train_buffers<Base>(net, initial, with_reference), net.shard_plan(), *comm, bucket_bytes);
 }
 }  // namespace detail
 
@@ -198,7 +203,8 @@ struct TensorParallel {
 
   template <class Opt, class Net, class T>
   buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
-    return detail::make_model_parallel_buffers<Opt, false>(net, initial, with_reference, comm, bucket_bytes, "TensorParallel");
+    return detail::make_model_parallel_buffers<buffers<Net, T, Opt>, Opt>(net, initial, with_reference, comm, bucket_bytes,
+                                                                          "TensorParallel", "tensor");
   }
 };
 
@@ -217,7 +223,8 @@ struct ExpertParallel {
 
   template <class Opt, class Net, class T>
   buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
-    return detail::make_model_parallel_buffers<Opt, true>(net, initial, with_reference, comm, bucket_bytes, "ExpertParallel");
+    return detail::make_model_parallel_buffers<buffers<Net, T, Opt>, Opt>(net, initial, with_reference, comm, bucket_bytes,
+                                                                          "ExpertParallel", "expert");
   }
 };
 

@@ -37,6 +37,9 @@ class ShardGroupOf final : public model::ShardGroup<T> {
     comm_->all_to_all_v(in, send_counts, out, recv_counts);
   }
   void all_to_all(std::span<const std::int64_t> in, std::span<std::int64_t> out) override { comm_->all_to_all(in, out); }
+  void send(std::span<const T> data, int peer) override { comm_->send(data, peer); }
+  void recv(std::span<T> data, int peer) override { comm_->recv(data, peer); }
+  void send_recv(std::span<const T> in, int dst, std::span<T> out, int src) override { comm_->send_recv(in, dst, out, src); }
   [[nodiscard]] C& communicator() const { return *comm_; }
 
  private:

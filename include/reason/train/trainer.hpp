@@ -27,6 +27,7 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "reason/core/error.hpp"
@@ -109,6 +110,12 @@ class RunPosition {
     }
     return batches_[static_cast<std::size_t>(micro_)];
   }
+  /// Micro-batch m of the current step (after batch() has drawn them).
+  [[nodiscard]] const TokenBatch& micro_batch(int m) const {
+    REASON_CHECK(batches_step_ == step_ && m >= 0 && static_cast<std::size_t>(m) < batches_.size(),
+                 "RunPosition::micro_batch: micro-batch ", m, " of a step not drawn");
+    return batches_[static_cast<std::size_t>(m)];
+  }
   /// The loss scale of every micro-batch of the step: 1 / (target tokens in the whole step).
   [[nodiscard]] double grad_scale() const { return 1.0 / static_cast<double>(std::max<index_t>(1, step_tokens_)); }
 
@@ -165,7 +172,9 @@ class RunPosition {
 };
 
 /// Par: the parallelism policy (train::SingleProcess; parallel::DataParallel<C>, parallel::Zero<Stage, C>
-/// run one trainer per rank, each on its own share of every step's batch).
+/// and parallel::ExpertParallel<C> run one trainer per rank, each on its own share of every step's
+/// batch; parallel::TensorParallel<C> and parallel::Pipeline<C> one per rank of a split model, on the
+/// whole batch — a pipeline stage runs each step's micro-batches in the 1F1B schedule).
 template <class Net, class Opt, class Par = SingleProcess>
 class Trainer {
   static_assert(optim::Optimizer<Opt>,
@@ -227,6 +236,7 @@ class Trainer {
   /// Runs the next micro-batch. When it completes the step's accumulation, clips, updates the
   /// parameters and returns the step's statistics; otherwise returns nothing.
   std::optional<StepStats> run_micro(const BatchSource& source) {
+    if constexpr (pipelined) return run_pipelined_step(source);
     const bool fresh = !pos_.drawn();
     const TokenBatch& b = pos_.batch(source, cfg_, "Trainer");
     if constexpr (distributed)  // every rank divides by the whole step's tokens, over all ranks
@@ -238,21 +248,7 @@ class Trainer {
     net_.backward(buf_.params(), buf_.grads());
     if constexpr (requires { buf_.after_backward(); }) buf_.after_backward();
     if (!pos_.add(r.loss_sum, r.count, cfg_)) return std::nullopt;
-
-    StepStats s = pos_.stats(scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm), loss_scale, cfg_, "Trainer");
-    if constexpr (distributed) {  // the loss over every rank's tokens
-      double v[2] = {pos_.loss_sum(), static_cast<double>(pos_.loss_count())};
-      buf_.sum_across_ranks(std::span<double>(v));
-      s.tokens = static_cast<index_t>(v[1]);
-      s.loss = v[1] > 0 ? v[0] / v[1] : 0.0;
-    }
-    // AdamW's t counts the updates made, not the steps run: a skipped step made none.
-    if (!s.skipped) buf_.step(opt_, s.lr, s.step + 1 - scaler_.skipped_steps());
-    // An MoE model's gates balance their experts on this step's load (moe::BiasBalance; the load
-    // is a count of routed tokens, unaffected by the overflow that skips a step).
-    if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
-    pos_.next_step();
-    return s;
+    return finish_step(loss_scale);
   }
 
   /// Runs the rest of the current step.
@@ -273,6 +269,53 @@ class Trainer {
 
  private:
   static constexpr bool distributed = requires(Buffers& b, std::span<double> v) { b.sum_across_ranks(v); };
+  /// A pipeline stage's buffers (parallel::Pipeline) run a whole step's micro-batches at once.
+  static constexpr bool pipelined = requires { Buffers::pipelined; };
+
+  /// A pipeline stage: the step's micro-batches in the policy's schedule (parallel/pipeline.hpp).
+  StepStats run_pipelined_step(const BatchSource& source) {
+    REASON_CHECK(pos_.micro() == 0, "Trainer: a pipeline step runs all its micro-batches at once; the run stands at micro-batch ",
+                 pos_.micro(), " of step ", pos_.step());
+    (void)pos_.batch(source, cfg_, "Trainer");  // draws the step's micro-batches
+    buf_.zero_grads();
+    const double loss_scale = scaler_.scale();
+    const T grad_scale = static_cast<T>(pos_.grad_scale() * loss_scale);
+    std::vector<std::pair<double, index_t>> losses(static_cast<std::size_t>(cfg_.micro_batches));
+    buf_.run_1f1b(
+        net_, cfg_.micro_batches,
+        [&](int m) { return pos_.micro_batch(m).batch * pos_.micro_batch(m).seq; },
+        [&](int m, View<const T, 2> input) {
+          const TokenBatch& b = pos_.micro_batch(m);
+          const auto r = net_.stage_forward(buf_.params(), buf_.grads(), b.tokens_view(), b.targets_view(), grad_scale, input);
+          losses[static_cast<std::size_t>(m)] = {r.loss_sum, r.count};  // the last stage's; zero before it
+        },
+        [&](int, View<const T, 2> output_grad) { net_.stage_backward(buf_.params(), buf_.grads(), output_grad); });
+    for (const auto& [sum, count] : losses) (void)pos_.add(sum, count, cfg_);
+    return finish_step(loss_scale);
+  }
+
+  /// After the step's last backward: clip (skipping the step on overflow under loss scaling),
+  /// report the loss over every rank's tokens, step the optimizer and the gates' balance.
+  StepStats finish_step(double loss_scale) {
+    StepStats s = pos_.stats(scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm), loss_scale, cfg_, "Trainer");
+    if constexpr (distributed || pipelined) {  // the loss over every rank's tokens, or the last stage's
+      double v[2] = {pos_.loss_sum(), static_cast<double>(pos_.loss_count())};
+      if constexpr (pipelined)
+        buf_.sum_over_group(std::span<double>(v));
+      else
+        buf_.sum_across_ranks(std::span<double>(v));
+      s.tokens = static_cast<index_t>(v[1]);
+      s.loss = v[1] > 0 ? v[0] / v[1] : 0.0;
+    }
+    // AdamW's t counts the updates made, not the steps run: a skipped step made none.
+    if (!s.skipped) buf_.step(opt_, s.lr, s.step + 1 - scaler_.skipped_steps());
+    // An MoE model's gates balance their experts on this step's load (moe::BiasBalance; the load
+    // is a count of routed tokens, unaffected by the overflow that skips a step).
+    if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
+    pos_.next_step();
+    return s;
+  }
+
   double sum_across_ranks(double x) {
     buf_.sum_across_ranks(std::span<double>(&x, 1));
     return x;
