@@ -31,8 +31,10 @@
 // partial gradients the trainer's buffers sum). Norms, the embedding and the LM head are
 // replicated: every rank computes them whole, on identical inputs. Built with
 // Sharding{.expert = group}, an MoE model's routed experts are spread over the group's ranks
-// (moe/moe.hpp) and everything else is replicated. Either way layout() is this rank's share;
-// shard_plan() maps it onto full_layout(), the unsplit model's.
+// (moe/moe.hpp) and everything else is replicated. Built with Sharding{.pipeline = group}, it is
+// one stage of a pipeline: a consecutive run of layers, driven through stage_forward and
+// stage_backward by parallel::Pipeline's 1F1B schedule. Every way, layout() is this rank's share
+// and shard_plan() maps it onto full_layout(), the unsplit model's.
 #pragma once
 
 #include <algorithm>
@@ -161,7 +163,7 @@ class Transformer {
   [[nodiscard]] const ParamLayout& layout() const { return layout_; }
   [[nodiscard]] std::size_t num_params() const { return layout_.size(); }
 
-  /// Whether this is one rank's share of a tensor- or expert-parallel model.
+  /// Whether this is one rank's share of a tensor-, expert- or pipeline-parallel model.
   [[nodiscard]] bool sharded() const {
     return sharding_.tensor != nullptr || sharding_.expert != nullptr || sharding_.pipeline != nullptr;
   }
@@ -196,6 +198,7 @@ class Transformer {
     }
     reserved_ = {batch, seq};
   }
+  /// Bytes of one set of activations (a pipeline stage keeps activation_slots() of them).
   [[nodiscard]] std::size_t activation_bytes() const { return cur().arena.capacity(); }
 
   /// Mean next-token loss over targets >= 0; no gradients. tokens, targets [B, T].
