@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "reason/parallel/shard_group.hpp"
 #include "reason/train/trainer.hpp"
 #include "parallel/harness.hpp"
+#include "parallel/split_checkpoint.hpp"
 #include "support/training_fixtures.hpp"
 
 using namespace reason;
@@ -184,6 +186,29 @@ void check_errors(test::MpiHarness& h, Comm& world) {
   }
 }
 
+/// A checkpoint of the split run: the unsplit model's file, which a split run and one process resume.
+void check_checkpoint(test::MpiHarness& h, Comm& world) {
+  const model::Config cfg = four_layers();
+  const train::TrainConfig tc = test::small_train(steps, micro_batches, 1, h.seed());
+  const auto source = test::counting_source(h.seed() + 4, tc, cfg.vocab_size);
+  Counting counted(world);
+  Group group(counted);
+  std::vector<std::unique_ptr<Net>> nets;  // each trainer's model, alive as long as the trainers
+  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW, PP>>> split;
+  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW>>> single;
+  test::check_split_checkpoint<train::Trainer<Net, optim::AdamW, PP>, train::Trainer<Net, optim::AdamW>>(
+      h, world, "pipeline",
+      [&]() -> auto& {
+        nets.push_back(std::make_unique<Net>(cfg, model::Sharding<float>{.pipeline = &group}));
+        return *split.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW, PP>>(*nets.back(), optim::AdamW{}, tc, PP(counted)));
+      },
+      [&]() -> auto& {
+        nets.push_back(std::make_unique<Net>(cfg));
+        return *single.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW>>(*nets.back(), optim::AdamW{}, tc));
+      },
+      source);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,6 +218,7 @@ int main(int argc, char** argv) {
   h.run("the 1F1B schedule", [&](test::MpiHarness& t) { check_schedule(t); });
   h.run("pipelined training equals one process; its messages; each stage's share",
         [&](test::MpiHarness& t) { check_training(t, world); });
+  h.run("a checkpoint of the pipeline resumes split and in one process", [&](test::MpiHarness& t) { check_checkpoint(t, world); });
   h.run("whole-model calls on a stage are refused", [&](test::MpiHarness& t) { check_errors(t, world); });
   return h.finish();
 }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "reason/parallel/shard_group.hpp"
 #include "reason/train/trainer.hpp"
 #include "parallel/harness.hpp"
+#include "parallel/split_checkpoint.hpp"
 #include "support/training_fixtures.hpp"
 
 using namespace reason;
@@ -254,6 +256,29 @@ void check_errors(test::MpiHarness& h, Comm& world) {
       "the model is not split that way");
 }
 
+/// A checkpoint of the split run: the unsplit model's file, which a split run and one process resume.
+void check_checkpoint(test::MpiHarness& h, Comm& world) {
+  const model::Config cfg = test::small_model_config();
+  const train::TrainConfig tc = test::small_train(steps, micro_batches, 1, h.seed());
+  const auto source = test::counting_source(h.seed() + 4, tc, cfg.vocab_size);
+  Counting counted(world);
+  Group group(counted);
+  std::vector<std::unique_ptr<Net>> nets;  // each trainer's model, alive as long as the trainers
+  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW, TP>>> split;
+  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW>>> single;
+  test::check_split_checkpoint<train::Trainer<Net, optim::AdamW, TP>, train::Trainer<Net, optim::AdamW>>(
+      h, world, "tensor",
+      [&]() -> auto& {
+        nets.push_back(std::make_unique<Net>(cfg, model::Sharding<float>{.tensor = &group}));
+        return *split.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW, TP>>(*nets.back(), optim::AdamW{}, tc, TP(counted)));
+      },
+      [&]() -> auto& {
+        nets.push_back(std::make_unique<Net>(cfg));
+        return *single.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW>>(*nets.back(), optim::AdamW{}, tc));
+      },
+      source);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -264,6 +289,7 @@ int main(int argc, char** argv) {
   h.run("tensor-parallel training equals one process; its collectives", [&](test::MpiHarness& t) { check_training(t, world); });
   h.run("each rank holds its share of the split tensors", [&](test::MpiHarness& t) { check_shares(t, world); });
   h.run("split decoding with the KV cache equals the unsplit model's", [&](test::MpiHarness& t) { check_decode(t, world); });
+  h.run("a checkpoint of the split run resumes split and in one process", [&](test::MpiHarness& t) { check_checkpoint(t, world); });
   h.run("splits that do not divide are refused", [&](test::MpiHarness& t) { check_errors(t, world); });
   return h.finish();
 }

@@ -16,8 +16,10 @@
 // Megatron-LM's tensor parallelism (Shoeybi et al. 2019) and GShard's expert parallelism (Lepikhin et
 // al. 2021), with data parallelism over the expert-parallel ranks (each its own share of the batch:
 // the buffers then sum the step's scalars over the ranks too, like DataParallel).
-// Checkpoints: gather_full() assembles the unsplit model's parameters on every rank; the trainer's
-// checkpoint files are not written for a split model yet (save_checkpoint refuses one).
+// Checkpoints: save_checkpoint gathers the parameters and the optimizer state into the unsplit
+// model's layout (gather_full; every rank calls it, rank 0 writes), so the file is the one a single
+// process writes and any split — or none — loads it (each rank scatters its share). Taken between
+// steps: mid-step, some gradients are still each rank's part.
 #pragma once
 
 #include <algorithm>
@@ -134,17 +136,22 @@ class ModelParallelBuffers {
   void from_host() { base_.from_host(); }
 
   /// The unsplit model's parameters, assembled from every rank's share (a collective; every rank
-  /// gets them, bit for bit): the first of each value's holders places it in a zeroed full buffer,
-  /// and the buffers are summed.
-  [[nodiscard]] std::vector<T> gather_full() const {
+  /// gets them, bit for bit).
+  [[nodiscard]] std::vector<T> gather_full() const { return gather_full(base_.host_params()); }
+  /// Any buffer laid out like the parameters (an optimizer state slot), likewise: the first of each
+  /// value's holders places it in a zeroed full buffer, and the buffers are summed.
+  [[nodiscard]] std::vector<T> gather_full(std::span<const T> local) const {
+    REASON_CHECK(local.size() == plan_->local_layout().size(), "parallel: gather_full of ", local.size(),
+                 " values, the rank's share has ", plan_->local_layout().size());
     std::vector<T> full(plan_->full_layout().size(), T(0));
     const int rank = comm_->rank();
     plan_->for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const model::ShardPiece& p) {
-      if (rank % p.holders == 0) std::copy_n(base_.host_params().data() + lo, n, full.data() + fo);
+      if (rank % p.holders == 0) std::copy_n(local.data() + lo, n, full.data() + fo);
     });
     comm_->all_reduce(std::span<T>(full), ReduceOp::sum);
     return full;
   }
+  [[nodiscard]] const model::ShardPlan& shard_plan() const { return *plan_; }
 
   /// Bytes this rank holds in parameters and in optimizer state (measured from the buffers).
   [[nodiscard]] std::size_t parameter_bytes() const { return base_.host_params().size() * sizeof(T); }

@@ -132,6 +132,18 @@ void read_checked(const io::SafetensorsFile& file, const std::vector<TensorRead<
   for (const TensorRead<T>& r : reads) file.read_into<T>(r.name, r.dest);
 }
 
+/// Whether a trainer holds one rank's share of a split model (parallel/model_parallel.hpp).
+template <class Tr>
+concept split_model = requires(const Tr& t) { t.buffers().model_parallel; };
+/// The layout a checkpoint's tensors follow: the unsplit model's.
+template <bool Split, class Net>
+const ParamLayout& checkpoint_layout(const Net& net) {
+  if constexpr (Split)
+    return net.full_layout();
+  else
+    return net.layout();
+}
+
 /// The training config as metadata (what must match for a resume to continue the same run).
 inline io::SafetensorsMetadata train_metadata(const TrainConfig& c) {
   return {{"train.total_steps", std::to_string(c.total_steps)},
@@ -202,22 +214,38 @@ concept CheckpointTrainer = requires(Tr& t, const Tr& ct) {
 };
 
 /// Writes the trainer's complete state, plus `extra` metadata (keys must not collide), atomically.
-/// With a distributed parallelism policy (parallel::DataParallel, parallel::Zero) every rank calls
-/// it and rank 0 writes; the others must not read the file before a barrier.
+/// With a distributed parallelism policy (parallel::DataParallel, parallel::Zero, and the split-model
+/// ones, whose shares are gathered into the unsplit layout) every rank calls it and rank 0 writes;
+/// the others must not read the file before a barrier.
 template <CheckpointTrainer Tr>
 void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const io::SafetensorsMetadata& extra = {}) {
   using T = typename Tr::T;
   using Net = std::remove_cvref_t<decltype(trainer.net())>;
   using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
-  static_assert(!requires { trainer.buffers().model_parallel; },
-                "save_checkpoint: a tensor- or expert-parallel trainer holds one rank's share of the model; its "
-                "checkpoint files are not written yet (gather_full() assembles the unsplit parameters)");
   if constexpr (requires { trainer.to_host(); }) trainer.to_host();
+  // A split model (tensor, expert, pipeline parallel): every rank's share gathered into the unsplit
+  // layout, so the file is the one a single process writes (parallel/model_parallel.hpp).
+  constexpr bool split = detail::split_model<Tr>;
+  std::vector<T> full_params, full_state;
+  if constexpr (split) {
+    REASON_CHECK(trainer.micro() == 0, "save_checkpoint: a split model's checkpoint is taken between steps; the run stands at "
+                 "micro-batch ", trainer.micro(), " of step ", trainer.step());
+    const auto& buf = trainer.buffers();
+    const std::size_t nl = trainer.params().size();
+    full_params = buf.gather_full(std::span<const T>(trainer.params()));
+    for (int s = 0; s < Opt::state_slots; ++s) {
+      const std::vector<T> slot = buf.gather_full(std::span<const T>(trainer.optimizer_state()).subspan(s * nl, nl));
+      full_state.insert(full_state.end(), slot.begin(), slot.end());
+    }
+  }
   // Under a distributed policy every rank calls this (to_host may gather shards) and one writes.
   if constexpr (requires { trainer.checkpoint_writer(); })
     if (!trainer.checkpoint_writer()) return;
   Net& net = trainer.net();
-  const ParamLayout& layout = net.layout();
+  const ParamLayout& layout = detail::checkpoint_layout<split>(net);
+  const std::span<const T> params = split ? std::span<const T>(full_params) : std::span<const T>(trainer.params());
+  const std::span<const T> state =
+      split ? std::span<const T>(full_state) : std::span<const T>(trainer.optimizer_state());
   io::SafetensorsMetadata meta;
   for (const auto& [k, v] : net.model_metadata()) meta[k] = v;
   for (const auto& [k, v] : detail::train_metadata(trainer.config())) meta[k] = v;
@@ -232,10 +260,9 @@ void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const
 
   std::vector<io::SafetensorsEntry> entries;
   const std::size_t n = layout.size();
-  detail::add_entries<T>(entries, "", layout, trainer.params());
+  detail::add_entries<T>(entries, "", layout, params);
   for (int s = 0; s < Opt::state_slots; ++s)
-    detail::add_entries<T>(entries, std::string("optim.") + Opt::slot_names[s] + ".", layout,
-                           trainer.optimizer_state().subspan(s * n, n));
+    detail::add_entries<T>(entries, std::string("optim.") + Opt::slot_names[s] + ".", layout, state.subspan(s * n, n));
   if (trainer.micro() > 0) detail::add_entries<T>(entries, "grad.", layout, trainer.grads());
   if constexpr (Net::routed)  // the step's expert load so far: the balancing update after it needs all of it
     if (trainer.micro() > 0)
@@ -252,9 +279,7 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
   using T = typename Tr::T;
   using Net = std::remove_cvref_t<decltype(trainer.net())>;
   using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
-  static_assert(!requires { trainer.buffers().model_parallel; },
-                "load_checkpoint: a tensor- or expert-parallel trainer holds one rank's share of the model; loading "
-                "its checkpoint is not written yet");
+  constexpr bool split = detail::split_model<Tr>;
   const io::SafetensorsFile file = io::SafetensorsFile::open(path);
   const std::string fname = path.string();
   const io::SafetensorsMetadata& meta = file.metadata();
@@ -279,13 +304,22 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
                "checkpoint '", fname, "': position step ", step, ", micro-batch ", micro, ", loss count ", loss_count,
                " is outside this run (", trainer.config().total_steps, " steps of ", trainer.config().micro_batches,
                " micro-batches)");
-  const ParamLayout& layout = net.layout();
+  // A split model reads the unsplit tensors and takes its share (each rank reads the file itself).
+  if constexpr (split)
+    REASON_CHECK(micro == 0, "checkpoint '", fname, "': saved at micro-batch ", micro, "; a split model resumes between steps");
+  const ParamLayout& layout = detail::checkpoint_layout<split>(net);
   const std::size_t n = layout.size();
+  std::vector<T> full_params, full_state;
+  if constexpr (split) {
+    full_params.resize(n);
+    full_state.resize(n * static_cast<std::size_t>(Opt::state_slots));
+  }
+  const std::span<T> params = split ? std::span<T>(full_params) : std::span<T>(trainer.params());
+  const std::span<T> state = split ? std::span<T>(full_state) : std::span<T>(trainer.optimizer_state());
   std::vector<detail::TensorRead<T>> reads;
-  detail::add_reads<T>(reads, "", layout, trainer.params());
+  detail::add_reads<T>(reads, "", layout, params);
   for (int s = 0; s < Opt::state_slots; ++s)
-    detail::add_reads<T>(reads, std::string("optim.") + Opt::slot_names[s] + ".", layout,
-                         trainer.optimizer_state().subspan(s * n, n));
+    detail::add_reads<T>(reads, std::string("optim.") + Opt::slot_names[s] + ".", layout, state.subspan(s * n, n));
   if (micro > 0) detail::add_reads<T>(reads, "grad.", layout, trainer.grads());
   std::vector<double> pending;
   if constexpr (Net::routed) {
@@ -294,6 +328,13 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
       file.expect(detail::pending_load_name, dtype_of<double>, {static_cast<std::int64_t>(pending.size())});
   }
   detail::read_checked(file, reads);
+  if constexpr (split) {
+    const auto& plan = trainer.buffers().shard_plan();
+    const std::size_t nl = trainer.params().size();
+    plan.scatter(std::span<const T>(full_params), trainer.params());
+    for (int s = 0; s < Opt::state_slots; ++s)
+      plan.scatter(std::span<const T>(full_state).subspan(s * n, n), trainer.optimizer_state().subspan(s * nl, nl));
+  }
   if constexpr (Net::routed) {
     if (micro > 0) file.read_into<double>(detail::pending_load_name, std::span<double>(pending));
     net.set_pending_expert_load(pending);

@@ -1,0 +1,60 @@
+// tests/parallel/split_checkpoint.hpp — the checkpoint case every split-model policy shares.
+//
+// A split run saves after its first step (every rank gathers its share into the unsplit layout,
+// rank 0 writes); a fresh split run that loads the file finishes bit-identical to the uninterrupted
+// one, and one process that loads it — the file is a single-process checkpoint — finishes within
+// fp32 tolerance of it (its sums run in another order).
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "reason/parallel/mpi_communicator.hpp"
+#include "reason/train/checkpoint.hpp"
+#include "parallel/harness.hpp"
+
+namespace reason::test {
+
+/// make_split(): a split trainer of the run (its model built by the caller and kept alive);
+/// make_single(): the same run in one process. `name` keeps the files of policies apart.
+template <class SplitTrainer, class SingleTrainer>
+void check_split_checkpoint(MpiHarness& h, parallel::MpiCommunicator& world, const char* name,
+                            const std::function<SplitTrainer&()>& make_split,
+                            const std::function<SingleTrainer&()>& make_single, const train::BatchSource& source) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "reason_split_ckpt";
+  const std::filesystem::path path = dir / (std::string(name) + "_np" + std::to_string(world.size()) + ".safetensors");
+  if (world.rank() == 0) std::filesystem::create_directories(dir);
+
+  SplitTrainer& whole = make_split();
+  (void)whole.run_step(source);
+  train::save_checkpoint(path, whole);
+  world.barrier();
+  while (!whole.done()) (void)whole.run_step(source);
+  const auto want = whole.buffers().gather_full();
+
+  SplitTrainer& resumed = make_split();
+  train::load_checkpoint(path, resumed);
+  h.check(resumed.step() == 1, "the resumed split run stands at step " + std::to_string(resumed.step()));
+  while (!resumed.done()) (void)resumed.run_step(source);
+  const auto got = resumed.buffers().gather_full();
+  h.check(got == want, std::string(name) + ": a split run resumed from its checkpoint differs from the uninterrupted one");
+
+  SingleTrainer& single = make_single();
+  train::load_checkpoint(path, single);
+  while (!single.done()) (void)single.run_step(source);
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    diff = std::max(diff, std::abs(double(want[i]) - double(single.params()[i])));
+    scale = std::max(scale, std::abs(double(want[i])));
+  }
+  h.check(diff <= 2e-5 * scale, std::string(name) + ": one process resumed from the split checkpoint differs by " +
+                                    std::to_string(diff) + " (max |p| " + std::to_string(scale) + ")");
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove(path);
+}
+
+}  // namespace reason::test
