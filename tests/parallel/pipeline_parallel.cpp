@@ -206,7 +206,7 @@ void check_checkpoint(test::MpiHarness& h, Comm& world) {
         nets.push_back(std::make_unique<Net>(cfg));
         return *single.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW>>(*nets.back(), optim::AdamW{}, tc));
       },
-      source);
+      source, source);
 }
 
 }  // namespace
