@@ -58,6 +58,11 @@
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/gpu_trainer.hpp"
 #include "reason/train/trainer.hpp"
+#if REASON_TEST_WITH_NCCL
+#include "reason/parallel/counting.hpp"
+#include "reason/parallel/data_parallel.hpp"
+#include "reason/parallel/nccl_communicator.hpp"
+#endif
 #include "cuda/cuda_test_util.hpp"
 #include "rl/tiny_policy.hpp"
 
@@ -324,6 +329,43 @@ void training_case() {
   check(worst <= tol.train_loss, std::string(tol.name) + " training losses within tolerance");
 }
 
+#if REASON_TEST_WITH_NCCL
+/// Data parallelism over NCCL on one GPU (a one-rank communicator): the gradient buckets and the step's
+/// scalars go through NCCL on the model's stream, and the run is bit-identical to the plain GPU
+/// trainer's (a one-rank all-reduce is a copy); the collectives are the design's (buckets + 2 per step).
+void data_parallel_nccl_case() {
+  using Net = GpuNet<precision::Fp32>;
+  using Nccl = parallel::NcclCommunicator;
+  using Counted = parallel::CountingCommunicator<Nccl&>;
+  const model::Config c = small_config();
+  const train::TrainConfig tc = train_config();
+  const auto source = source_for(c, tc.batch, tc.seq);
+  Net plain_net(c), dp_net(c);
+  gpu::Trainer<Net> plain(plain_net, optim::AdamW{}, tc);
+  Nccl nccl = Nccl::one_rank(0);
+  Counted counted(nccl);
+  const std::size_t bucket = 64 << 10;
+  using DP = parallel::DataParallel<Counted>;
+  train::Trainer<Net, optim::AdamW, DP> dp(dp_net, optim::AdamW{}, tc, DP(counted, bucket));
+  counted.reset();
+  for (int s = 0; s < tc.total_steps; ++s) {
+    const auto a = plain.run_step(source), b = dp.run_step(source);
+    check(a.loss == b.loss && a.grad_norm == b.grad_norm, "NCCL data parallel step " + std::to_string(s) + ": loss " +
+                                                              std::to_string(b.loss) + ", plain " + std::to_string(a.loss));
+  }
+  plain.to_host();
+  dp.to_host();
+  check(std::equal(plain.params().begin(), plain.params().end(), dp.params().begin()),
+        "NCCL data parallel on one rank: parameters bit for bit");
+  const auto n = static_cast<std::int64_t>(plain.params().size() * sizeof(float));
+  const std::int64_t per_step = (n + static_cast<std::int64_t>(bucket) - 1) / static_cast<std::int64_t>(bucket) + 2;
+  check(counted.tally(parallel::Collective::all_reduce).calls == per_step * tc.total_steps,
+        "NCCL data parallel collectives: " + counted.report());
+  std::printf("NCCL data parallel (one rank): %s over %lld steps\n", counted.report().c_str(),
+              static_cast<long long>(tc.total_steps));
+}
+#endif
+
 /// Dynamic loss scaling on the fp16 model with a real overflow: at S = 2^40 the seed gradient
 /// (p - y) / tokens * S exceeds fp16's 65504, so the step's gradients hold Infs: the step is skipped
 /// (parameters and optimizer state bit-identical), S halves, and so on until a step fits, after
@@ -549,6 +591,9 @@ int main() {
     training_case<precision::Bf16>();
     training_case<precision::Fp16>();
     loss_scaling_case();
+#if REASON_TEST_WITH_NCCL
+    data_parallel_nccl_case();
+#endif
     decode_case<precision::Fp32>();
     decode_case<precision::Bf16>();
     decode_case<precision::Fp16>();

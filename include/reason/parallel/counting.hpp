@@ -100,6 +100,20 @@ class CountingCommunicator : public CommunicatorBase<CountingCommunicator<C>> {
   [[nodiscard]] Inner& inner() { return comm_; }
   [[nodiscard]] const Inner& inner() const { return comm_; }
 
+  /// A device communicator's extras (NcclCommunicator), forwarded: its stream, and the reduction
+  /// of host values staged through the device (counted as an all-reduce).
+  template <class Stream>
+    requires requires(Inner& c, Stream s) { c.set_stream(s); }
+  void set_stream(Stream s) {
+    comm_.set_stream(s);
+  }
+  void all_reduce_host(std::span<double> values, ReduceOp op)
+    requires requires(Inner& c, std::span<double> v, ReduceOp o) { c.all_reduce_host(v, o); }
+  {
+    comm_.all_reduce_host(values, op);
+    count(Collective::all_reduce, values.size_bytes());
+  }
+
  private:
   friend struct detail::Hooks;
 

@@ -40,20 +40,24 @@ namespace reason::parallel {
 inline constexpr std::size_t default_bucket_bytes = std::size_t{4} << 20;
 
 /// `Base` (train_buffers_t of the model) with the gradient all-reduce of data parallelism.
+/// With a device communicator (NCCL) the buffers must be a CUDA model's device buffers, and the
+/// communicator runs on the model's stream (DataParallel::make_buffers sets it), so its collectives
+/// are ordered with the model's kernels; the step's scalars are staged through device memory.
 template <class Base, Communicator C>
 class DataParallelBuffers {
-  static_assert(C::memory == Memory::host,
-                "parallel::DataParallel<C>: the step's scalars are reduced in host memory; a device communicator "
-                "(NCCL) needs their device staging, not yet written");
-
  public:
   using T = std::remove_pointer_t<decltype(std::declval<Base&>().params())>;
 
   DataParallelBuffers(Base base, C& comm, std::size_t bucket_bytes)
       : base_(std::move(base)), comm_(&comm), bucket_elems_(std::max<std::size_t>(1, bucket_bytes / sizeof(T))) {
-    std::span<T> p = base_.host_params();
-    comm_->broadcast(p, 0);
-    base_.from_host();
+    if constexpr (C::memory == Memory::device) {
+      comm_->broadcast(std::span<T>(base_.params(), base_.host_params().size()), 0);  // on the device, in place
+      comm_->synchronize();
+    } else {
+      std::span<T> p = base_.host_params();
+      comm_->broadcast(p, 0);
+      base_.from_host();
+    }
   }
 
   [[nodiscard]] T* params() { return base_.params(); }
@@ -75,7 +79,12 @@ class DataParallelBuffers {
   }
   void reset_reference() { base_.reset_reference(); }
   /// Sums `values` over the ranks in place (the step's token count, loss sum and count).
-  void sum_across_ranks(std::span<double> values) { comm_->all_reduce(values, ReduceOp::sum); }
+  void sum_across_ranks(std::span<double> values) {
+    if constexpr (C::memory == Memory::device)
+      comm_->all_reduce_host(values, ReduceOp::sum);
+    else
+      comm_->all_reduce(values, ReduceOp::sum);
+  }
   [[nodiscard]] int rank() const { return comm_->rank(); }
 
   [[nodiscard]] auto host_params() { return base_.host_params(); }
@@ -112,6 +121,12 @@ struct DataParallel {
   template <class Opt, class Net, class T>
   buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
     REASON_CHECK(comm != nullptr, "parallel::DataParallel: no communicator");
+    if constexpr (C::memory == Memory::device) {
+      static_assert(requires { net.stream(); },
+                    "parallel::DataParallel<C>: a device communicator (NCCL) reduces a CUDA model's device buffers; "
+                    "this model's buffers are on the host (use an MPI communicator)");
+      comm->set_stream(net.stream());  // the collectives in order with the model's kernels
+    }
     using Base = train::train_buffers_t<Net, T, Opt>;
     return buffers<Net, T, Opt>(train::make_train_buffers<Base>(net, initial, with_reference), *comm, bucket_bytes);
   }

@@ -154,6 +154,16 @@ class NcclCommunicator : public CommunicatorBase<NcclCommunicator> {
     all_reduce(std::span<std::int32_t>(scratch_.data(), 1), ReduceOp::sum);
     synchronize();
   }
+  /// A reduction of a few host values (a data-parallel step's token count and loss): staged through
+  /// device memory on stream(), reduced, copied back; returns once `values` hold the result.
+  void all_reduce_host(std::span<double> values, ReduceOp op) {
+    if (host_stage_.size() < values.size()) host_stage_ = gpu::DeviceBuffer<double>(values.size(), "NCCL host-value stage");
+    const std::span<double> stage(host_stage_.data(), values.size());
+    REASON_CUDA_CHECK(cudaMemcpyAsync(stage.data(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice, stream_));
+    all_reduce(stage, op);
+    REASON_CUDA_CHECK(cudaMemcpyAsync(values.data(), stage.data(), values.size_bytes(), cudaMemcpyDeviceToHost, stream_));
+    synchronize();
+  }
 
  private:
   friend struct detail::Hooks;
@@ -332,6 +342,7 @@ class NcclCommunicator : public CommunicatorBase<NcclCommunicator> {
   gpu::Stream own_stream_;
   cudaStream_t stream_ = nullptr;
   gpu::DeviceBuffer<std::int32_t> scratch_;
+  gpu::DeviceBuffer<double> host_stage_;
 };
 
 static_assert(Communicator<NcclCommunicator>, "NcclCommunicator must satisfy parallel::Communicator");
