@@ -45,11 +45,15 @@
 #include "reason/parallel/mpi_session.hpp"
 #include "reason/parallel/shard_group.hpp"
 #include "reason/train/trainer.hpp"
+#include "parallel/fixtures.hpp"
 #include "parallel/harness.hpp"
 #include "parallel/split_checkpoint.hpp"
 #include "support/training_fixtures.hpp"
 
 using namespace reason;
+using test::max_abs;
+using test::max_abs_diff;
+using test::sci;
 
 namespace {
 
@@ -90,36 +94,8 @@ train::TrainConfig train_config(index_t batch) {
   return tc;
 }
 
-/// Rank r's share of the global batch: rows [r R, (r + 1) R) of what `global` draws.
-train::BatchSource share(const train::BatchSource& global, int rank) {
-  return [=](std::int64_t step, int micro, train::TokenBatch& b) {
-    train::TokenBatch all;
-    global(step, micro, all);
-    b.resize(rows_per_rank, all.seq);
-    const auto first = static_cast<std::ptrdiff_t>(rank * rows_per_rank * all.seq);
-    const auto count = static_cast<std::ptrdiff_t>(rows_per_rank * all.seq);
-    std::copy(all.tokens.begin() + first, all.tokens.begin() + first + count, b.tokens.begin());
-    std::copy(all.targets.begin() + first, all.targets.begin() + first + count, b.targets.begin());
-  };
-}
-
-double max_abs_diff(std::span<const float> a, std::span<const float> b) {
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-  return m;
-}
-double max_abs(std::span<const float> a) {
-  double m = 0;
-  for (float x : a) m = std::max(m, std::abs(double(x)));
-  return m;
-}
 bool bit_equal(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
-}
-std::string num(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3e", x);
-  return buf;
 }
 
 bool is_expert(const ParamInfo& p) { return p.name.find(".experts.") != std::string::npos; }
@@ -200,13 +176,13 @@ void check_layer(test::MpiHarness& h, Comm& world) {
   mine.forward(local.data(), make_view(static_cast<const float*>(x.data()) + rank * n * c, n, c), s, make_view(y.data(), n, c));
   const auto want = std::span<const float>(y_whole).subspan(static_cast<std::size_t>(rank * n * c), y.size());
   const double diff = max_abs_diff(y, want);
-  h.check(ep == 1 ? bit_equal(y, want) : diff <= 1e-5 * max_abs(want), "the layer's output differs by " + num(diff));
+  h.check(ep == 1 ? bit_equal(y, want) : diff <= 1e-5 * max_abs(want), "the layer's output differs by " + sci(diff));
 
   double wanted = 0;  // the rows the whole layer keeps for this rank's experts
   const moe::RouterStats all = whole.stats(ws);
   for (int e = mine.first_expert(); e < mine.first_expert() + per_rank; ++e) wanted += all.kept[static_cast<std::size_t>(e)];
   h.check(static_cast<double>(mine.received_rows()) == wanted,
-          "received " + std::to_string(mine.received_rows()) + " rows, the whole layer keeps " + num(wanted) + " for them");
+          "received " + std::to_string(mine.received_rows()) + " rows, the whole layer keeps " + sci(wanted) + " for them");
   std::int64_t bytes[2] = {static_cast<std::int64_t>(mine.exchange_bytes()), mine.received_rows()};
   std::int64_t most[2] = {bytes[0], bytes[1]};
   world.all_reduce(std::span<std::int64_t>(most), parallel::ReduceOp::max);
@@ -275,7 +251,7 @@ void check_forward_backward(test::MpiHarness& h, Comm& world) {
   h.check(sums[1] == static_cast<double>(r.count), "target count " + std::to_string(sums[1]) + ", one process " +
                                                       std::to_string(r.count));
   h.check(one ? sums[0] == r.loss_sum : loss_diff <= 1e-6 * std::abs(r.loss_sum),
-          "loss sum " + num(sums[0]) + ", one process " + num(r.loss_sum));
+          "loss sum " + sci(sums[0]) + ", one process " + sci(r.loss_sum));
 
   // The router load: each rank's own, summing to one process's.
   const auto stats = net.take_router_stats();
@@ -291,7 +267,7 @@ void check_forward_backward(test::MpiHarness& h, Comm& world) {
   const std::vector<float> g = gather_sum(world, net.shard_plan(), grads);
   const double gdiff = max_abs_diff(g, ref_grads), gscale = max_abs(ref_grads);
   h.check(one ? bit_equal(g, ref_grads) : gdiff <= 1e-5 * gscale,
-          "gradients differ from one process's by " + num(gdiff) + " (max |g| " + num(gscale) + ")");
+          "gradients differ from one process's by " + sci(gdiff) + " (max |g| " + sci(gscale) + ")");
   double expert_diff = 0;  // the experts' own gradients: complete on their rank
   for (const ParamInfo& p : ref.layout().params())
     if (is_expert(p))
@@ -308,7 +284,7 @@ void check_forward_backward(test::MpiHarness& h, Comm& world) {
   const auto ref_mine = std::span<const float>(ref_logits).subspan(first * static_cast<std::size_t>(vocab), logits.size());
   const double ldiff = max_abs_diff(logits, ref_mine), lscale = max_abs(ref_mine);
   h.check(one ? bit_equal(logits, ref_mine) : ldiff <= 1e-5 * lscale,
-          "logits differ by " + num(ldiff) + " (max |logit| " + num(lscale) + ")");
+          "logits differ by " + sci(ldiff) + " (max |logit| " + sci(lscale) + ")");
 
   double diffs[3] = {gdiff, ldiff, expert_diff};
   world.all_reduce(std::span<double>(diffs), parallel::ReduceOp::max);
@@ -360,7 +336,7 @@ void check_decoding(test::MpiHarness& h, Comm& world) {
     scale = std::max(scale, max_abs(ref_mine));
     equal = equal && bit_equal(logits, ref_mine);
   }
-  h.check(one ? equal : worst <= 1e-5 * scale, "decoded logits differ by " + num(worst) + " (max " + num(scale) + ")");
+  h.check(one ? equal : worst <= 1e-5 * scale, "decoded logits differ by " + sci(worst) + " (max " + sci(scale) + ")");
   h.check(counted.tally(Collective::all_to_all).calls == positions * moe_layers &&
               counted.tally(Collective::all_to_all_v).calls == 2 * positions * moe_layers,
           "decoding: " + counted.report());
@@ -398,7 +374,7 @@ void check_training(test::MpiHarness& h, Comm& world, const Reference& ref) {
   Net net(moe_config(), model::Sharding<float>{.expert = &group});
   const auto tc_global = train_config(rows_per_rank * ep);
   train::Trainer<Net, optim::AdamW, Policy> t(net, optim::AdamW{}, train_config(rows_per_rank), Policy(counted, bucket_bytes));
-  const auto source = share(test::counting_source(3, tc_global, 16), rank);
+  const auto source = test::share(test::counting_source(3, tc_global, 16), rank, rows_per_rank);
   counted.reset();  // the buffers' set-up check is not a step
   double worst_loss = 0;
   for (std::int64_t s = 0; s < steps; ++s) {
@@ -407,7 +383,7 @@ void check_training(test::MpiHarness& h, Comm& world, const Reference& ref) {
     worst_loss = std::max(worst_loss, std::abs(st.loss - want) / want);
     // (At one rank the buffers' norm sums its squares run by run: the clip factor may differ in its last bit.)
     h.check(std::abs(st.loss - want) <= (one ? 1e-9 : 1e-5) * want,
-            "step " + std::to_string(s) + ": loss " + num(st.loss) + ", one process " + num(want));
+            "step " + std::to_string(s) + ": loss " + sci(st.loss) + ", one process " + sci(want));
   }
   const Tally a2a = counted.tally(Collective::all_to_all), a2av = counted.tally(Collective::all_to_all_v),
               ar = counted.tally(Collective::all_reduce);
@@ -417,7 +393,7 @@ void check_training(test::MpiHarness& h, Comm& world, const Reference& ref) {
   const std::vector<float> full = t.buffers().gather_full();
   const double diff = max_abs_diff(full, ref.params), scale = max_abs(ref.params);
   h.check(diff <= (one ? 1e-6 : 2e-5) * scale,
-          "gathered parameters differ from one process's by " + num(diff) + " (max |p| " + num(scale) + ")");
+          "gathered parameters differ from one process's by " + sci(diff) + " (max |p| " + sci(scale) + ")");
   bool biases_equal = true, biases_moved = false;
   for (const ParamInfo& p : net.full_layout().params())
     if (is_bias(p))
@@ -520,7 +496,7 @@ void check_checkpoint(test::MpiHarness& h, Comm& world) {
         return *split.emplace_back(
             std::make_unique<train::Trainer<Net, optim::AdamW, Policy>>(*nets.back(), optim::AdamW{}, tc, Policy(counted, bucket_bytes)));
       },
-      nullptr, share(global, world.rank()), global);
+      nullptr, test::share(global, world.rank(), rows_per_rank), global);
 }
 
 }  // namespace

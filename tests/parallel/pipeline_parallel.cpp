@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,11 +25,15 @@
 #include "reason/parallel/pipeline.hpp"
 #include "reason/parallel/shard_group.hpp"
 #include "reason/train/trainer.hpp"
+#include "parallel/fixtures.hpp"
 #include "parallel/harness.hpp"
 #include "parallel/split_checkpoint.hpp"
 #include "support/training_fixtures.hpp"
 
 using namespace reason;
+using test::max_abs;
+using test::max_abs_diff;
+using test::sci;
 
 namespace {
 
@@ -51,21 +54,6 @@ model::Config four_layers() {
   return c;
 }
 
-double max_abs_diff(std::span<const float> a, std::span<const float> b) {
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-  return m;
-}
-double max_abs(std::span<const float> a) {
-  double m = 0;
-  for (float x : a) m = std::max(m, std::abs(double(x)));
-  return m;
-}
-std::string str(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3e", x);
-  return buf;
-}
 
 /// The schedule as a sequence, for every pipeline shape up to 4 stages and 7 micro-batches.
 void check_schedule(test::MpiHarness& h) {
@@ -116,7 +104,7 @@ void check_training(test::MpiHarness& h, Comm& world) {
   const int stages = world.size(), stage = world.rank();
   for (std::int64_t s = 0; s < steps; ++s) {
     const double loss = t.run_step(source).loss, want = ref_losses[static_cast<std::size_t>(s)];
-    h.check(std::abs(loss - want) <= 1e-5 * want, "step " + std::to_string(s) + ": loss " + str(loss) + ", one process " + str(want));
+    h.check(std::abs(loss - want) <= 1e-5 * want, "step " + std::to_string(s) + ": loss " + sci(loss) + ", one process " + sci(want));
   }
   // Each boundary carries every micro-batch's activations forward and their gradients back, once.
   const bool first = stage == 0, last = stage == stages - 1;
@@ -133,7 +121,7 @@ void check_training(test::MpiHarness& h, Comm& world) {
 
   const std::vector<float> gathered = t.buffers().gather_full();
   const double diff = max_abs_diff(gathered, ref.params()), scale = max_abs(ref.params());
-  h.check(diff <= 2e-5 * scale, "parameters differ from one process's by " + str(diff) + " (max |p| " + str(scale) + ")");
+  h.check(diff <= 2e-5 * scale, "parameters differ from one process's by " + sci(diff) + " (max |p| " + sci(scale) + ")");
 
   // This stage's layers and nothing else; 1F1B's activation slots.
   const index_t l0 = stage * cfg.num_layers / stages, l1 = (stage + 1) * cfg.num_layers / stages;
@@ -193,20 +181,7 @@ void check_checkpoint(test::MpiHarness& h, Comm& world) {
   const auto source = test::counting_source(h.seed() + 4, tc, cfg.vocab_size);
   Counting counted(world);
   Group group(counted);
-  std::vector<std::unique_ptr<Net>> nets;  // each trainer's model, alive as long as the trainers
-  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW, PP>>> split;
-  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW>>> single;
-  test::check_split_checkpoint<train::Trainer<Net, optim::AdamW, PP>, train::Trainer<Net, optim::AdamW>>(
-      h, world, "pipeline",
-      [&]() -> auto& {
-        nets.push_back(std::make_unique<Net>(cfg, model::Sharding<float>{.pipeline = &group}));
-        return *split.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW, PP>>(*nets.back(), optim::AdamW{}, tc, PP(counted)));
-      },
-      [&]() -> auto& {
-        nets.push_back(std::make_unique<Net>(cfg));
-        return *single.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW>>(*nets.back(), optim::AdamW{}, tc));
-      },
-      source, source);
+  test::check_whole_batch_checkpoint<Net, PP>(h, world, "pipeline", cfg, tc, model::Sharding<float>{.pipeline = &group}, counted, source);
 }
 
 }  // namespace

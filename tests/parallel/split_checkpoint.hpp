@@ -9,10 +9,14 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "reason/model/config.hpp"
+#include "reason/model/sharding.hpp"
+#include "reason/optim/adamw.hpp"
 #include "reason/parallel/mpi_communicator.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "parallel/harness.hpp"
@@ -62,6 +66,30 @@ void check_split_checkpoint(MpiHarness& h, parallel::MpiCommunicator& world, con
   }
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove(path);
+}
+
+/// The case for a policy whose ranks all train on the whole batch (tensor, pipeline): the split model
+/// built with `sharding` and trained with Policy(comm), one process on the same batches.
+template <class Net, class Policy, class Comm>
+void check_whole_batch_checkpoint(MpiHarness& h, parallel::MpiCommunicator& world, const char* name,
+                                  const model::Config& cfg, const train::TrainConfig& tc,
+                                  const model::Sharding<float>& sharding, Comm& comm, const train::BatchSource& source) {
+  using Split = train::Trainer<Net, optim::AdamW, Policy>;
+  using Single = train::Trainer<Net, optim::AdamW>;
+  std::vector<std::unique_ptr<Net>> nets;  // each trainer's model, alive as long as the trainers
+  std::vector<std::unique_ptr<Split>> split;
+  std::vector<std::unique_ptr<Single>> single;
+  check_split_checkpoint<Split, Single>(
+      h, world, name,
+      [&]() -> Split& {
+        nets.push_back(std::make_unique<Net>(cfg, sharding));
+        return *split.emplace_back(std::make_unique<Split>(*nets.back(), optim::AdamW{}, tc, Policy(comm)));
+      },
+      [&]() -> Single& {
+        nets.push_back(std::make_unique<Net>(cfg));
+        return *single.emplace_back(std::make_unique<Single>(*nets.back(), optim::AdamW{}, tc));
+      },
+      source, source);
 }
 
 }  // namespace reason::test

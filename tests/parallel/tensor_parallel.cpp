@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,11 +25,15 @@
 #include "reason/parallel/mpi_session.hpp"
 #include "reason/parallel/shard_group.hpp"
 #include "reason/train/trainer.hpp"
+#include "parallel/fixtures.hpp"
 #include "parallel/harness.hpp"
 #include "parallel/split_checkpoint.hpp"
 #include "support/training_fixtures.hpp"
 
 using namespace reason;
+using test::max_abs;
+using test::max_abs_diff;
+using test::sci;
 
 namespace {
 
@@ -45,21 +48,6 @@ using parallel::Tally;
 constexpr int micro_batches = 2;
 constexpr std::int64_t steps = 3;
 
-double max_abs_diff(std::span<const float> a, std::span<const float> b) {
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-  return m;
-}
-double max_abs(std::span<const float> a) {
-  double m = 0;
-  for (float x : a) m = std::max(m, std::abs(double(x)));
-  return m;
-}
-std::string str(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3e", x);
-  return buf;
-}
 
 /// Forward and backward of one batch: the loss, every gradient (the replicated KV heads' parts
 /// summed by the buffers), the norm, and the all-reduces of one forward and one backward.
@@ -93,13 +81,13 @@ void check_gradients(test::MpiHarness& h, Comm& world) {
   const bool one = world.size() == 1;
   const double tol_loss = one ? 0.0 : 1e-6 * ref.loss_sum;
   h.check(std::abs(r.loss_sum - ref.loss_sum) <= tol_loss && r.count == ref.count,
-          "loss sum " + str(r.loss_sum) + ", unsplit " + str(ref.loss_sum));
+          "loss sum " + sci(r.loss_sum) + ", unsplit " + sci(ref.loss_sum));
   // (The norm sums its squares run by run, in another order even at one rank.)
-  h.check(std::abs(norm - ref_norm) <= (one ? 1e-12 : 1e-5) * ref_norm, "gradient norm " + str(norm) + ", unsplit " + str(ref_norm));
+  h.check(std::abs(norm - ref_norm) <= (one ? 1e-12 : 1e-5) * ref_norm, "gradient norm " + sci(norm) + ", unsplit " + sci(ref_norm));
   std::vector<float> expected(net.layout().size());
   net.shard_plan().scatter(std::span<const float>(grads), std::span<float>(expected));
   const double diff = max_abs_diff(buf.host_grads(), expected), gmax = max_abs(expected);
-  h.check(diff <= (one ? 0.0 : 1e-5 * gmax), "gradients differ from the unsplit model's by " + str(diff) + " (max |g| " + str(gmax) + ")");
+  h.check(diff <= (one ? 0.0 : 1e-5 * gmax), "gradients differ from the unsplit model's by " + sci(diff) + " (max |g| " + sci(gmax) + ")");
   // One all-reduce per attention block and per FFN block, each way; none at all in between.
   const std::int64_t blocks = 2 * cfg.num_layers;
   h.check(forward_reduces == blocks && backward_reduces == blocks,
@@ -134,14 +122,14 @@ void check_training(test::MpiHarness& h, Comm& world) {
   for (std::int64_t s = 0; s < steps; ++s) {
     const double loss = t.run_step(source).loss, want = ref_losses[static_cast<std::size_t>(s)];
     h.check(std::abs(loss - want) <= (one ? 1e-9 : 1e-5) * want,
-            "step " + std::to_string(s) + ": loss " + str(loss) + ", one process " + str(want));
+            "step " + std::to_string(s) + ": loss " + sci(loss) + ", one process " + sci(want));
   }
   const Tally steps_tally = counted.tally(Collective::all_reduce);  // before gather_full's own all-reduce
   const std::vector<float> gathered = t.buffers().gather_full();
   const double diff = max_abs_diff(gathered, ref.params()), scale = max_abs(ref.params());
   // (At one rank the norm's sum of squares runs in another order, so the clip factor may differ in its last bit.)
   h.check(diff <= (one ? 1e-6 : 2e-5) * scale,
-          "parameters differ from one process's by " + str(diff) + " (max |p| " + str(scale) + ")");
+          "parameters differ from one process's by " + sci(diff) + " (max |p| " + sci(scale) + ")");
 
   // The replicas of every replicated value are equal bit for bit (their gradients were).
   std::vector<float> mine(t.params().begin(), t.params().end()), first = mine;
@@ -229,7 +217,7 @@ void check_decode(test::MpiHarness& h, Comm& world) {
       tokens[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(
           std::max_element(a.begin() + i * cfg.vocab_size, a.begin() + (i + 1) * cfg.vocab_size) - (a.begin() + i * cfg.vocab_size));
   }
-  h.check(worst <= (world.size() == 1 ? 0.0 : 1e-5 * std::max(1.0, max_abs(a))), "decoded logits differ by " + str(worst));
+  h.check(worst <= (world.size() == 1 ? 0.0 : 1e-5 * std::max(1.0, max_abs(a))), "decoded logits differ by " + sci(worst));
   h.check(counted.tally(Collective::all_reduce).calls == positions * 2 * cfg.num_layers, counted.report());
 }
 
@@ -263,20 +251,7 @@ void check_checkpoint(test::MpiHarness& h, Comm& world) {
   const auto source = test::counting_source(h.seed() + 4, tc, cfg.vocab_size);
   Counting counted(world);
   Group group(counted);
-  std::vector<std::unique_ptr<Net>> nets;  // each trainer's model, alive as long as the trainers
-  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW, TP>>> split;
-  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW>>> single;
-  test::check_split_checkpoint<train::Trainer<Net, optim::AdamW, TP>, train::Trainer<Net, optim::AdamW>>(
-      h, world, "tensor",
-      [&]() -> auto& {
-        nets.push_back(std::make_unique<Net>(cfg, model::Sharding<float>{.tensor = &group}));
-        return *split.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW, TP>>(*nets.back(), optim::AdamW{}, tc, TP(counted)));
-      },
-      [&]() -> auto& {
-        nets.push_back(std::make_unique<Net>(cfg));
-        return *single.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW>>(*nets.back(), optim::AdamW{}, tc));
-      },
-      source, source);
+  test::check_whole_batch_checkpoint<Net, TP>(h, world, "tensor", cfg, tc, model::Sharding<float>{.tensor = &group}, counted, source);
 }
 
 }  // namespace

@@ -27,10 +27,14 @@
 #include "reason/parallel/zero.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/trainer.hpp"
+#include "parallel/fixtures.hpp"
 #include "parallel/harness.hpp"
 #include "support/training_fixtures.hpp"
 
 using namespace reason;
+using test::max_abs;
+using test::max_abs_diff;
+using test::sci;
 
 namespace {
 
@@ -51,30 +55,6 @@ train::TrainConfig config(index_t batch) {
   return tc;
 }
 
-/// Rank r's share of the global batch: rows [r R, (r + 1) R) of what `global` draws.
-train::BatchSource share(const train::BatchSource& global, index_t global_rows, int rank) {
-  return [=](std::int64_t step, int micro, train::TokenBatch& b) {
-    train::TokenBatch all;
-    global(step, micro, all);
-    b.resize(rows_per_rank, all.seq);
-    const auto first = static_cast<std::size_t>(rank * rows_per_rank * all.seq);
-    const auto count = static_cast<std::size_t>(rows_per_rank * all.seq);
-    std::copy_n(all.tokens.begin() + static_cast<std::ptrdiff_t>(first), count, b.tokens.begin());
-    std::copy_n(all.targets.begin() + static_cast<std::ptrdiff_t>(first), count, b.targets.begin());
-    (void)global_rows;
-  };
-}
-
-double max_abs_diff(std::span<const float> a, std::span<const float> b) {
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-  return m;
-}
-double max_abs(std::span<const float> a) {
-  double m = 0;
-  for (float x : a) m = std::max(m, std::abs(double(x)));
-  return m;
-}
 
 struct Reference {
   std::vector<double> losses;
@@ -114,7 +94,7 @@ void check_policy(test::MpiHarness& h, const char* name, Comm& world, const Refe
       return Policy(counted);
   }();
   train::Trainer<Net, optim::AdamW, Policy> t(net, optim::AdamW{}, tc, policy);
-  const auto source = share(test::counting_source(3, tc_global, 16), tc_global.batch, world.rank());
+  const auto source = test::share(test::counting_source(3, tc_global, 16), world.rank(), rows_per_rank);
   counted.reset();  // the initial broadcast is set-up, not a step
   for (std::int64_t s = 0; s < steps; ++s) {
     const train::StepStats st = t.run_step(source);
@@ -165,7 +145,7 @@ void check_zero_checkpoint(test::MpiHarness& h, Comm& world, const Reference& re
   const int ranks = world.size();
   const auto tc_global = config(rows_per_rank * ranks);
   const auto tc = config(rows_per_rank);
-  const auto source = share(test::counting_source(3, tc_global, 16), tc_global.batch, world.rank());
+  const auto source = test::share(test::counting_source(3, tc_global, 16), world.rank(), rows_per_rank);
   Net net(small_config());
   train::Trainer<Net, optim::AdamW, Policy> full(net, optim::AdamW{}, tc, Policy(world));
   while (!full.done()) (void)full.run_step(source);

@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "reason/core/error.hpp"
+#include "reason/parallel/buffers_over.hpp"
 #include "reason/parallel/communicator.hpp"
 #include "reason/train/train_buffers.hpp"
 
@@ -44,12 +45,14 @@ inline constexpr std::size_t default_bucket_bytes = std::size_t{4} << 20;
 /// communicator runs on the model's stream (DataParallel::make_buffers sets it), so its collectives
 /// are ordered with the model's kernels; the step's scalars are staged through device memory.
 template <class Base, Communicator C>
-class DataParallelBuffers {
+class DataParallelBuffers : public BuffersOver<Base> {
+  using BuffersOver<Base>::base_;
+
  public:
-  using T = std::remove_pointer_t<decltype(std::declval<Base&>().params())>;
+  using T = typename BuffersOver<Base>::T;
 
   DataParallelBuffers(Base base, C& comm, std::size_t bucket_bytes)
-      : base_(std::move(base)), comm_(&comm), bucket_elems_(std::max<std::size_t>(1, bucket_bytes / sizeof(T))) {
+      : BuffersOver<Base>(std::move(base)), comm_(&comm), bucket_elems_(std::max<std::size_t>(1, bucket_bytes / sizeof(T))) {
     if constexpr (C::memory == Memory::device) {
       comm_->broadcast(std::span<T>(base_.params(), base_.host_params().size()), 0);  // on the device, in place
       comm_->synchronize();
@@ -60,12 +63,6 @@ class DataParallelBuffers {
     }
   }
 
-  [[nodiscard]] T* params() { return base_.params(); }
-  [[nodiscard]] const T* params() const { return base_.params(); }
-  [[nodiscard]] T* grads() { return base_.grads(); }
-  [[nodiscard]] const T* reference() const { return base_.reference(); }
-
-  void zero_grads() { base_.zero_grads(); }
   /// Sums the gradients over the ranks (one all-reduce per bucket), then clips like one process.
   double clip_grad_norm(double max_norm, double unscale = 1.0) {
     const std::size_t n = base_.host_grads().size();
@@ -73,11 +70,6 @@ class DataParallelBuffers {
       comm_->all_reduce(std::span<T>(base_.grads() + at, std::min(bucket_elems_, n - at)), ReduceOp::sum);
     return base_.clip_grad_norm(max_norm, unscale);
   }
-  template <class Opt>
-  void step(const Opt& opt, double lr, std::int64_t t) {
-    base_.step(opt, lr, t);
-  }
-  void reset_reference() { base_.reset_reference(); }
   /// Sums `values` over the ranks in place (the step's token count, loss sum and count).
   void sum_across_ranks(std::span<double> values) {
     if constexpr (C::memory == Memory::device)
@@ -87,22 +79,10 @@ class DataParallelBuffers {
   }
   [[nodiscard]] int rank() const { return comm_->rank(); }
 
-  [[nodiscard]] auto host_params() { return base_.host_params(); }
-  [[nodiscard]] auto host_params() const { return base_.host_params(); }
-  [[nodiscard]] auto host_grads() { return base_.host_grads(); }
-  [[nodiscard]] auto host_grads() const { return base_.host_grads(); }
-  [[nodiscard]] auto host_reference() { return base_.host_reference(); }
-  [[nodiscard]] auto host_reference() const { return base_.host_reference(); }
-  [[nodiscard]] auto host_state() { return base_.host_state(); }
-  [[nodiscard]] auto host_state() const { return base_.host_state(); }
-  void to_host() const { base_.to_host(); }
-  void from_host() { base_.from_host(); }
-
   /// Bytes this rank holds in optimizer state (all of it: data parallelism replicates it).
   [[nodiscard]] std::size_t optimizer_state_bytes() const { return base_.host_state().size() * sizeof(T); }
 
  private:
-  Base base_;
   C* comm_;
   std::size_t bucket_elems_;
 };

@@ -26,7 +26,6 @@
 #include <cmath>
 #include <cstddef>
 #include <span>
-#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -34,6 +33,7 @@
 #include "reason/core/error.hpp"
 #include "reason/kernels/reduce.hpp"
 #include "reason/model/shard_plan.hpp"
+#include "reason/parallel/buffers_over.hpp"
 #include "reason/parallel/communicator.hpp"
 #include "reason/parallel/data_parallel.hpp"
 #include "reason/train/clip.hpp"
@@ -44,15 +44,17 @@ namespace reason::parallel {
 /// `Base` (the model's train_buffers_t) of one rank of a split model. OwnData: every rank trains on
 /// its own share of the batch (expert parallelism), so the step's scalars are summed over the ranks.
 template <class Base, Communicator C, bool OwnData>
-class ModelParallelBuffers {
-  static_assert(C::memory == Memory::host, "parallel::TensorParallel / ExpertParallel: host buffers and a host communicator (MPI)");
+class ModelParallelBuffers : public BuffersOver<Base> {
+  static_assert(C::memory == Memory::host,
+                "parallel::TensorParallel / ExpertParallel / Pipeline: host buffers and a host communicator (MPI)");
+  using BuffersOver<Base>::base_;
 
  public:
-  using T = std::remove_pointer_t<decltype(std::declval<Base&>().params())>;
-  static constexpr bool model_parallel = true;  // holds a share of the model: save_checkpoint refuses it
+  using T = typename BuffersOver<Base>::T;
+  static constexpr bool model_parallel = true;  // a share of the model: checkpoints gather it (train/checkpoint.hpp)
 
   ModelParallelBuffers(Base base, const model::ShardPlan& plan, C& comm, std::size_t bucket_bytes)
-      : base_(std::move(base)), plan_(&plan), comm_(&comm), bucket_elems_(std::max<std::size_t>(1, bucket_bytes / sizeof(T))) {
+      : BuffersOver<Base>(std::move(base)), plan_(&plan), comm_(&comm), bucket_elems_(std::max<std::size_t>(1, bucket_bytes / sizeof(T))) {
     REASON_CHECK(plan.local_layout().size() == base_.host_params().size(), "parallel: the shard plan covers ",
                  plan.local_layout().size(), " parameters, the buffers hold ", base_.host_params().size());
     // The staging buffer: the unsplit-model tensors with a partial piece, each at its own offset.
@@ -81,12 +83,6 @@ class ModelParallelBuffers {
     });
   }
 
-  [[nodiscard]] T* params() { return base_.params(); }
-  [[nodiscard]] const T* params() const { return base_.params(); }
-  [[nodiscard]] T* grads() { return base_.grads(); }
-  [[nodiscard]] const T* reference() const { return base_.reference(); }
-  void zero_grads() { base_.zero_grads(); }
-
   /// Sums the partial gradients over their holders, then clips to the global norm of the unsplit model.
   double clip_grad_norm(double max_norm, double unscale = 1.0) {
     std::span<T> g = base_.host_grads();
@@ -108,11 +104,6 @@ class ModelParallelBuffers {
     if (factor != 1.0) kernels::scale<T>(g, static_cast<T>(factor));
     return norm;
   }
-  template <class Opt>
-  void step(const Opt& opt, double lr, std::int64_t t) {
-    base_.step(opt, lr, t);
-  }
-  void reset_reference() { base_.reset_reference(); }
   /// Expert parallelism: the step's scalars summed over the ranks (each trained on its own tokens).
   void sum_across_ranks(std::span<double> values)
     requires OwnData
@@ -123,17 +114,6 @@ class ModelParallelBuffers {
   /// Sums `values` over the group in place, whatever the policy (a pipeline's loss, known on its last stage).
   void sum_over_group(std::span<double> values) { comm_->all_reduce(values, ReduceOp::sum); }
   [[nodiscard]] C& communicator() const { return *comm_; }
-
-  [[nodiscard]] auto host_params() { return base_.host_params(); }
-  [[nodiscard]] auto host_params() const { return base_.host_params(); }
-  [[nodiscard]] auto host_grads() { return base_.host_grads(); }
-  [[nodiscard]] auto host_grads() const { return base_.host_grads(); }
-  [[nodiscard]] auto host_reference() { return base_.host_reference(); }
-  [[nodiscard]] auto host_reference() const { return base_.host_reference(); }
-  [[nodiscard]] auto host_state() { return base_.host_state(); }
-  [[nodiscard]] auto host_state() const { return base_.host_state(); }
-  void to_host() const { base_.to_host(); }
-  void from_host() { base_.from_host(); }
 
   /// The unsplit model's parameters, assembled from every rank's share (a collective; every rank
   /// gets them, bit for bit).
@@ -167,7 +147,6 @@ class ModelParallelBuffers {
     bool partial;
   };
 
-  Base base_;
   const model::ShardPlan* plan_;
   C* comm_;
   std::size_t bucket_elems_;
@@ -176,63 +155,57 @@ class ModelParallelBuffers {
   std::vector<T> stage_;
 };
 
-namespace detail {
-/// Checks that the model is split over a group like `comm` (`field`: the Sharding member policy
-/// `policy` needs), then makes Buffers from the model's own.
-template <class Buffers, class Opt, class Net, class T, class C>
-Buffers make_model_parallel_buffers(const Net& net, std::span<const T> initial, bool with_reference, C* comm,
-                                    std::size_t bucket_bytes, const char* policy, const char* field) {
-  REASON_CHECK(comm != nullptr, "parallel::", policy, ": no communicator");
-  const auto& sh = net.sharding();
-  const std::string f(field);
-  const auto* group = f == "tensor" ? sh.tensor : f == "expert" ? sh.expert : sh.pipeline;
-  REASON_CHECK(group != nullptr, "parallel::", policy, ": the model is not split that way (build it with model::Sharding{.",
-               field, " = group})");
-  REASON_CHECK(group->size() == comm->size() && group->rank() == comm->rank(), "parallel::", policy,
-               ": the model is split over ", group->size(), " ranks (this one ", group->rank(), "), the trainer's communicator has ",
-               comm->size(), " (this one ", comm->rank(), ")");
-  using Base = train::train_buffers_t<Net, T, Opt>;
-  return Buffers(train::make_train_buffers<Base>(net, initial, with_reference), net.shard_plan(), *comm, bucket_bytes);
-}
-}  // namespace detail
+/// Which member of model::Sharding a split-model policy needs.
+enum class Split { tensor, expert, pipeline };
+
+/// The policy of a split model: `buffers` (BuffersOf<the model's own buffers, C>) made after
+/// checking that the model is split that way over a group like `comm`.
+template <Communicator C, Split S, template <class, class> class BuffersOf>
+struct SplitPolicy {
+  C* comm = nullptr;
+  std::size_t bucket_bytes = default_bucket_bytes;  // the partial-gradient sum's all-reduce buckets
+
+  explicit SplitPolicy(C& c, std::size_t bucket = default_bucket_bytes) : comm(&c), bucket_bytes(bucket) {}
+
+  template <class Net, class T, class Opt>
+  using buffers = BuffersOf<train::train_buffers_t<Net, T, Opt>, C>;
+
+  template <class Opt, class Net, class T>
+  buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
+    constexpr const char* policy = S == Split::tensor ? "TensorParallel" : S == Split::expert ? "ExpertParallel" : "Pipeline";
+    constexpr const char* field = S == Split::tensor ? "tensor" : S == Split::expert ? "expert" : "pipeline";
+    REASON_CHECK(comm != nullptr, "parallel::", policy, ": no communicator");
+    const auto& sh = net.sharding();
+    const auto* group = S == Split::tensor ? sh.tensor : S == Split::expert ? sh.expert : sh.pipeline;
+    REASON_CHECK(group != nullptr, "parallel::", policy, ": the model is not split that way (build it with model::Sharding{.",
+                 field, " = group})");
+    REASON_CHECK(group->size() == comm->size() && group->rank() == comm->rank(), "parallel::", policy,
+                 ": the model is split over ", group->size(), " ranks (this one ", group->rank(),
+                 "), the trainer's communicator has ", comm->size(), " (this one ", comm->rank(), ")");
+    using Base = train::train_buffers_t<Net, T, Opt>;
+    return buffers<Net, T, Opt>(train::make_train_buffers<Base>(net, initial, with_reference), net.shard_plan(), *comm,
+                                bucket_bytes);
+  }
+};
+
+template <class Base, class C>
+using TensorParallelBuffers = ModelParallelBuffers<Base, C, false>;
+template <class Base, class C>
+using ExpertParallelBuffers = ModelParallelBuffers<Base, C, true>;
 
 /// Tensor parallelism: `Trainer<Net, Opt, TensorParallel<C>>` with `TensorParallel<C>{comm}`, for a
 /// Net built with model::Sharding{.tensor = ShardGroupOf<C, T>(comm)}. Every rank trains on the same batch.
 template <Communicator C>
-struct TensorParallel {
-  C* comm = nullptr;
-  std::size_t bucket_bytes = default_bucket_bytes;
-
-  explicit TensorParallel(C& c, std::size_t bucket = default_bucket_bytes) : comm(&c), bucket_bytes(bucket) {}
-
-  template <class Net, class T, class Opt>
-  using buffers = ModelParallelBuffers<train::train_buffers_t<Net, T, Opt>, C, false>;
-
-  template <class Opt, class Net, class T>
-  buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
-    return detail::make_model_parallel_buffers<buffers<Net, T, Opt>, Opt>(net, initial, with_reference, comm, bucket_bytes,
-                                                                          "TensorParallel", "tensor");
-  }
+struct TensorParallel : SplitPolicy<C, Split::tensor, TensorParallelBuffers> {
+  using SplitPolicy<C, Split::tensor, TensorParallelBuffers>::SplitPolicy;
 };
 
 /// Expert parallelism: `Trainer<Net, Opt, ExpertParallel<C>>` with `ExpertParallel<C>{comm}`, for an MoE
 /// Net built with model::Sharding{.expert = ShardGroupOf<C, T>(comm)}. Every rank trains on its own
 /// share of each step's batch.
 template <Communicator C>
-struct ExpertParallel {
-  C* comm = nullptr;
-  std::size_t bucket_bytes = default_bucket_bytes;
-
-  explicit ExpertParallel(C& c, std::size_t bucket = default_bucket_bytes) : comm(&c), bucket_bytes(bucket) {}
-
-  template <class Net, class T, class Opt>
-  using buffers = ModelParallelBuffers<train::train_buffers_t<Net, T, Opt>, C, true>;
-
-  template <class Opt, class Net, class T>
-  buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
-    return detail::make_model_parallel_buffers<buffers<Net, T, Opt>, Opt>(net, initial, with_reference, comm, bucket_bytes,
-                                                                          "ExpertParallel", "expert");
-  }
+struct ExpertParallel : SplitPolicy<C, Split::expert, ExpertParallelBuffers> {
+  using SplitPolicy<C, Split::expert, ExpertParallelBuffers>::SplitPolicy;
 };
 
 }  // namespace reason::parallel

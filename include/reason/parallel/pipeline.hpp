@@ -49,7 +49,7 @@ namespace reason::parallel {
 }
 
 /// ModelParallelBuffers of one pipeline stage, which also run the step's schedule.
-template <class Base, Communicator C>
+template <class Base, class C>
 class PipelineBuffers : public ModelParallelBuffers<Base, C, false> {
   using Parent = ModelParallelBuffers<Base, C, false>;
 
@@ -137,19 +137,8 @@ class PipelineBuffers : public ModelParallelBuffers<Base, C, false> {
 /// The policy: `Trainer<Net, Opt, Pipeline<C>>` with `Pipeline<C>{comm}`, for a Net built with
 /// model::Sharding{.pipeline = ShardGroupOf<C, T>(comm)}. Every stage draws every micro-batch.
 template <Communicator C>
-struct Pipeline {
-  C* comm = nullptr;
-
-  explicit Pipeline(C& c) : comm(&c) {}
-
-  template <class Net, class T, class Opt>
-  using buffers = PipelineBuffers<train::train_buffers_t<Net, T, Opt>, C>;
-
-  template <class Opt, class Net, class T>
-  buffers<Net, T, Opt> make_buffers(const Net& net, std::span<const T> initial, bool with_reference) const {
-    return detail::make_model_parallel_buffers<buffers<Net, T, Opt>, Opt>(net, initial, with_reference, comm,
-                                                                          default_bucket_bytes, "Pipeline", "pipeline");
-  }
+struct Pipeline : SplitPolicy<C, Split::pipeline, PipelineBuffers> {
+  using SplitPolicy<C, Split::pipeline, PipelineBuffers>::SplitPolicy;
 };
 
 }  // namespace reason::parallel
