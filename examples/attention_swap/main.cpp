@@ -61,7 +61,7 @@ Row run_variant(const sft::Options& o, const sft::Data& data, const fs::path& ou
         .head_dim = Net::head_dim,
         .cache_bytes = run.cache_bytes_per_sequence(),
         .seq = o.seq};
-  r.trained = run.train(data, metrics, dir / "checkpoint.safetensors",
+  r.trained = run.train(data, &metrics, dir / "checkpoint.safetensors",
                         {{"example", "attention_swap"}, {"data.eval_per_level", std::to_string(o.eval_per_level)}});
   r.eval = run.evaluate(data.held_out);
   sft::report(r.eval, dir, metrics, Variant::name);

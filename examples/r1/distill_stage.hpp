@@ -18,8 +18,8 @@
 
 namespace r1 {
 
-template <class Net, class StudentNet>
-std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& tc, const model::Config& sc,
+template <class Net, class StudentNet, class Par>
+std::vector<float> Pipeline<Net, StudentNet, Par>::run_distill(const model::Config& tc, const model::Config& sc,
                                                 const std::vector<float>& teacher) {
   // This loop runs its own optimizer step and no balance_experts(): a routed student would need
   // snet.balance_experts(params) after opt.step (train::Trainer and rl::GrpoTrainer do it themselves).
@@ -32,11 +32,12 @@ std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& t
               snet.num_params(), tnet.num_params(), teacher_active.c_str(), static_cast<long long>(o_.distill_steps),
               o_.distill_alpha);
   // The student's parameters, gradients and AdamW state: on the host, or on the GPU for a CUDA
-  // model (train/train_buffers.hpp); the teacher's parameters where the teacher reads them.
-  using Buffers = train::train_buffers_t<StudentNet, float, Optimizer>;
+  // model (train/train_buffers.hpp), as the parallelism policy makes them; the teacher's
+  // parameters where the teacher reads them.
+  using Buffers = typename Par::template buffers<StudentNet, float, Optimizer>;
   std::vector<float> init(snet.num_params());
   snet.layout().initialize(std::span<float>(init), o_.seed + 1);
-  Buffers student = train::make_train_buffers<Buffers>(snet, std::span<const float>(init), /*with_reference=*/false);
+  Buffers student = par_.template make_buffers<Optimizer>(snet, std::span<const float>(init), /*with_reference=*/false);
   const examples::ModelParams<Net> teacher_params(tnet, teacher);
   const Optimizer opt{.config = {.weight_decay = 0.05}};
   const train::CosineSchedule schedule{.peak_lr = o_.sft_lr,
@@ -46,6 +47,8 @@ std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& t
   const data::Curriculum curriculum = sft_curriculum(o_.distill_steps);
   const reward::Accuracy accuracy{};
   const std::int32_t eos = data::Tokenizer::eos;
+  // Data parallel: rank r answers and learns problems [r share, (r + 1) share) of each step's sft_batch.
+  const index_t share = o_.sft_batch / ranks_.size(), first = static_cast<index_t>(ranks_.rank()) * share;
   index_t reserved_b = 0, reserved_l = 0;
   std::vector<std::int32_t> tokens, targets;
   std::vector<float> teacher_logits;
@@ -59,7 +62,9 @@ std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& t
     std::vector<data::Problem> problems;
     std::vector<std::vector<std::int32_t>> prompts;
     for (index_t i = 0; i < o_.sft_batch; ++i) {
-      problems.push_back(sampler_.sample(curriculum.level_for(step, rng), rng));
+      data::Problem p = sampler_.sample(curriculum.level_for(step, rng), rng);  // every rank draws them all, in order
+      if (i < first || i >= first + share) continue;
+      problems.push_back(std::move(p));
       prompts.push_back(data::prompt_tokens(problems.back()));
     }
     infer::RolloutConfig rc;
@@ -76,13 +81,19 @@ std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& t
       prompt_len.push_back(static_cast<index_t>(prompts[i].size()));
     }
     const auto B = static_cast<index_t>(kept.size());
-    if (B == 0) {  // nothing correct to learn from this step: logged, no update
-      metrics_->write({{"stage", "distill"}, {"step", step + 1}, {"teacher_correct", 0.0}, {"skipped", true},
-                       {"elapsed_s", detail::seconds_since(t0)}});
+    index_t L = 0, target_rows = 0;
+    for (std::size_t b = 0; b < kept.size(); ++b) {
+      L = std::max<index_t>(L, static_cast<index_t>(kept[b].size()));
+      target_rows += static_cast<index_t>(kept[b].size()) - prompt_len[b];
+    }
+    // The step's kept answers and target rows over every rank: the loss normaliser.
+    double counts[2] = {static_cast<double>(B), static_cast<double>(target_rows)};
+    if constexpr (distributed) student.sum_across_ranks(std::span<double>(counts));
+    if (counts[0] == 0) {  // nothing correct to learn from this step (on any rank): logged, no update
+      log({{"stage", "distill"}, {"step", step + 1}, {"teacher_correct", 0.0}, {"skipped", true},
+           {"elapsed_s", detail::seconds_since(t0)}});
       continue;
     }
-    index_t L = 0;
-    for (const auto& k : kept) L = std::max<index_t>(L, static_cast<index_t>(k.size()));
     tokens.assign(static_cast<std::size_t>(B * L), data::Tokenizer::pad);
     targets.assign(static_cast<std::size_t>(B * L), -1);
     for (index_t b = 0; b < B; ++b) {
@@ -98,26 +109,38 @@ std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& t
       tnet.reserve(reserved_b, reserved_l);
       snet.reserve(reserved_b, reserved_l);
     }
-    const View<const std::int32_t, 2> tok = make_view(static_cast<const std::int32_t*>(tokens.data()), B, L);
-    teacher_logits.resize(static_cast<std::size_t>(B * L * tc.vocab_size));
-    tnet.logits(teacher_params.get(), tok, make_view(teacher_logits.data(), B * L, tc.vocab_size));
 
     student.zero_grads();
-    StudentLoss::Batch<float> objective(make_view(static_cast<const float*>(teacher_logits.data()), B * L, tc.vocab_size),
-                                        make_view(static_cast<const std::int32_t*>(targets.data()), B * L),
-                                        rl::DistillCoefficients{.alpha = o_.distill_alpha, .temperature = 1.0});
-    snet.forward_objective(student.params(), student.grads(), tok, objective);
-    snet.backward(student.params(), student.grads());
+    rl::DistillStats st;
+    if (B > 0) {  // (a rank whose answers were all wrong joins the gradient sum with zeros)
+      const View<const std::int32_t, 2> tok = make_view(static_cast<const std::int32_t*>(tokens.data()), B, L);
+      teacher_logits.resize(static_cast<std::size_t>(B * L * tc.vocab_size));
+      tnet.logits(teacher_params.get(), tok, make_view(teacher_logits.data(), B * L, tc.vocab_size));
+      StudentLoss::Batch<float> objective(
+          make_view(static_cast<const float*>(teacher_logits.data()), B * L, tc.vocab_size),
+          make_view(static_cast<const std::int32_t*>(targets.data()), B * L),
+          rl::DistillCoefficients{.alpha = o_.distill_alpha, .temperature = 1.0, .count = distributed ? counts[1] : 0.0});
+      snet.forward_objective(student.params(), student.grads(), tok, objective);
+      snet.backward(student.params(), student.grads());
+      st = objective.stats();
+    }
+    if constexpr (requires { student.after_backward(); }) student.after_backward();  // ZeRO-2
     const double grad_norm = student.clip_grad_norm(1.0);
     REASON_CHECK(std::isfinite(grad_norm), "r1 distill: step ", step, ": the gradient norm is ", grad_norm);
     const double lr = schedule.lr(step);
     student.step(opt, lr, step + 1);
+    if constexpr (distributed) {  // the loss (already over the global count) and the per-row means, over every rank
+      double v[3] = {st.loss, st.mean_kl * static_cast<double>(st.rows), st.mean_ce * static_cast<double>(st.rows)};
+      student.sum_across_ranks(std::span<double>(v));
+      st.loss = v[0];
+      st.mean_kl = v[1] / counts[1];
+      st.mean_ce = v[2] / counts[1];
+    }
 
-    const rl::DistillStats st = objective.stats();
-    const double kept_fraction = static_cast<double>(B) / static_cast<double>(o_.sft_batch);
-    metrics_->write({{"stage", "distill"}, {"step", step + 1}, {"loss", st.loss}, {"kl", st.mean_kl}, {"ce", st.mean_ce},
-                     {"teacher_correct", kept_fraction}, {"grad_norm", grad_norm}, {"lr", lr},
-                     {"elapsed_s", detail::seconds_since(t0)}});
+    const double kept_fraction = counts[0] / static_cast<double>(o_.sft_batch);
+    log({{"stage", "distill"}, {"step", step + 1}, {"loss", st.loss}, {"kl", st.mean_kl}, {"ce", st.mean_ce},
+         {"teacher_correct", kept_fraction}, {"grad_norm", grad_norm}, {"lr", lr},
+         {"elapsed_s", detail::seconds_since(t0)}});
     window_loss += st.loss;
     window_kept += kept_fraction;
     ++window;
@@ -130,9 +153,10 @@ std::vector<float> Pipeline<Net, StudentNet>::run_distill(const model::Config& t
       window = 0;
     }
   }
-  student.to_host();
+  student.to_host();  // (ZeRO: gathers the state shards; every rank)
   const std::vector<float> params(student.host_params().begin(), student.host_params().end());
-  detail::save_weights(out_ / "student.safetensors", snet, std::span<const float>(params),
+  if (ranks_.writer())
+    detail::save_weights(out_ / "student.safetensors", snet, std::span<const float>(params),
                        {{"example", "r1"}, {"stage", "distill"}, {"distill.steps", std::to_string(o_.distill_steps)}});
   std::printf("distillation done in %.0f s; weights %s\n", detail::seconds_since(t0), (out_ / "student.safetensors").c_str());
   draw_chart();

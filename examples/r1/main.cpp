@@ -28,6 +28,13 @@
 // their tensors under layout names are the weights), heldout.jsonl, eval_<model>.jsonl.
 // `--from grpo --checkpoint out/sft.safetensors` starts at stage 2 from a saved SFT model; given
 // a checkpoint of the starting stage's own kind, that stage resumes where it stopped.
+//
+// Data parallel on the CPU: `mpirun -np N r1 --dp N [--zero 1|2]` runs the pipeline on N ranks.
+// SFT and distillation split each step's --sft-batch sequences, GRPO each step's --prompts
+// questions (each rank samples, scores and trains its own groups; rl/grpo_trainer.hpp), with the
+// loss over every rank's tokens and the gradients summed; rank 0 alone evaluates, quantizes,
+// prints and writes. Without --dp the run is the one-process run, unchanged.
+// examples/common/parallel_options.hpp says when MPI starts and how the ranks agree on errors.
 #include <CLI/CLI.hpp>
 
 #include <cmath>
@@ -39,6 +46,7 @@
 #include <vector>
 
 #include "common/backend_options.hpp"
+#include "common/parallel_options.hpp"
 #include "pipeline.hpp"
 
 using namespace reason;
@@ -46,7 +54,10 @@ using namespace reason;
 namespace {
 
 /// --device cuda: the pipeline with the CUDA model of this build's (dense, multi_head) configuration.
-int run_on_gpu(const r1::Options& o) {
+int run_on_gpu(const r1::Options& o, examples::Ranks& ranks) {
+  if (ranks.size() > 1)
+    examples::option_error("r1: --dp > 1 trains on the CPU (MPI); data parallelism on GPUs needs NCCL and is not "
+                           "written for the examples yet");
 #if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
   static_assert(r1::HostNet::head_dim == 32 && !r1::HostNet::routed, "r1: the CUDA build is the dense multi_head model");
   static_assert(std::is_same_v<r1::HostNet, r1::HostStudentNet>, "r1: the CUDA build's policy and student are dense");
@@ -54,15 +65,37 @@ int run_on_gpu(const r1::Options& o) {
   using Bf16Net = gpu::DenseTransformer<32, precision::Bf16>;
   using Fp16Net = gpu::DenseTransformer<32, precision::Fp16>;
   using Fp32Net = gpu::DenseTransformer<32, precision::Fp32>;
-  if (o.precision == "bf16") return r1::Pipeline<Bf16Net, Bf16Net>(o).run();
-  if (o.precision == "fp16") return r1::Pipeline<Fp16Net, Fp16Net>(o).run();
-  return r1::Pipeline<Fp32Net, Fp32Net>(o).run();
+  if (o.precision == "bf16") return r1::Pipeline<Bf16Net, Bf16Net>(o, ranks).run();
+  if (o.precision == "fp16") return r1::Pipeline<Fp16Net, Fp16Net>(o, ranks).run();
+  return r1::Pipeline<Fp32Net, Fp32Net>(o, ranks).run();
 #else
   (void)o;
   fail("r1: --device cuda: this build has no CUDA backend (it needs nvcc at configure time and the dense multi_head "
        "configuration: REASON_EXAMPLE_ATTENTION=multi_head, REASON_EXAMPLE_FFN=dense); this build is ",
        examples::AttentionChoice::name, ", ", examples::FfnChoice::name);
 #endif
+}
+
+/// The host pipeline on this process, or data parallel over the MPI world (a template so that an
+/// MoE build does not compile the data-parallel pipeline it refuses).
+template <class Policy = r1::HostNet>
+int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
+  if (o.precision != "fp32")
+    examples::option_error("r1: --precision ", o.precision, " needs --device cuda (the host computes in fp32)");
+  if (ranks.size() == 1) return r1::Pipeline<Policy, r1::HostStudentNet>(o, ranks).run();
+  const r1::Stage from = r1::stage_of(o.from), until = r1::stage_of(o.until);
+  auto runs = [&](r1::Stage s) { return s >= from && s <= until; };
+  if (runs(r1::Stage::sft) || runs(r1::Stage::distill)) (void)ranks.share(o.sft_batch, "--sft-batch");
+  if (runs(r1::Stage::grpo)) (void)ranks.share(o.prompts, "--prompts");
+#if REASON_WITH_MPI
+  if constexpr (Policy::routed)
+    examples::option_error("r1: --dp > 1 with an MoE policy (REASON_EXAMPLE_FFN=", r1::FfnChoice::name,
+                           "): each rank's gates would balance on its own expert load and the replicas drift apart; "
+                           "data parallelism runs the dense builds");
+  else
+    return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, ranks.policy()).run();
+#endif
+  fail("r1: unreachable: several ranks without MPI");
 }
 
 }  // namespace
@@ -119,12 +152,12 @@ int main(int argc, char** argv) try {
   app.add_option("--distill-alpha", o.distill_alpha, "weight of the teacher's soft targets (1 - alpha on its tokens)")
       ->capture_default_str();
   app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
+  examples::add_parallel_options(app, o.parallel);
   CLI11_PARSE(app, argc, argv);
   o.student.heads = std::max<index_t>(1, o.student.width / 32);
   o.student.kv_heads = o.student.heads % 2 == 0 ? o.student.heads / 2 : o.student.heads;
-  if (o.device == "cuda") return run_on_gpu(o);
-  REASON_CHECK(o.precision == "fp32", "r1: --precision ", o.precision, " needs --device cuda (the host computes in fp32)");
-  return r1::Pipeline<r1::HostNet, r1::HostStudentNet>(o).run();
+  examples::Ranks ranks(o.parallel, "r1");  // MPI starts here when --dp > 1 or under mpirun
+  return ranks.run([&](examples::Ranks& r) { return o.device == "cuda" ? run_on_gpu(o, r) : run_on_host(o, r); });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "r1: error: %s\n", e.what());
   return 1;

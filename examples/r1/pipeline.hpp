@@ -2,6 +2,10 @@
 //
 // The types are the recipe (one `using` per choice); Options are the numbers. Every stage writes
 // its metrics as whole JSONL lines, redraws chart.svg, and saves a safetensors checkpoint.
+// Par is the trainers' parallelism policy: train::SingleProcess, or examples::MpiDataParallel
+// under `mpirun -np N r1 --dp N` — every rank runs the same Pipeline; the training stages (SFT,
+// GRPO, distillation) split each step's batch over the ranks, rank 0 alone evaluates, quantizes,
+// prints and writes (examples/common/parallel_options.hpp).
 #pragma once
 
 #include <algorithm>
@@ -11,11 +15,13 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/attention_choice.hpp"
 #include "common/backend.hpp"
 #include "common/ffn_choice.hpp"
+#include "common/parallel_options.hpp"
 #include "common/router_metrics.hpp"
 #include "reason/core/philox.hpp"
 #include "reason/data/curriculum.hpp"
@@ -107,6 +113,8 @@ struct Options {
   std::int64_t distill_steps = 1200;
   double distill_alpha = 0.5;
   std::int64_t log_every = 50;
+  // processes: --dp, --zero (examples/common/parallel_options.hpp); the batches above are global
+  examples::ParallelOptions parallel;
 };
 
 enum class Stage { sft = 0, grpo = 1, eval = 2, distill = 3, quantize = 4 };
@@ -162,18 +170,22 @@ struct QuantizedEval {
   rl::EvalReport report;
 };
 
-/// The four stages for a policy model Net and a dense student StudentNet (host or CUDA models).
-template <class Net, class StudentNet>
+/// The stages for a policy model Net and a dense student StudentNet (host or CUDA models), on this
+/// process or as one of `ranks` with the trainers' policy Par.
+template <class Net, class StudentNet, class Par = train::SingleProcess>
 class Pipeline {
  public:
-  using Policy = rl::GrpoTrainer<Net, Optimizer, GrpoLoss, infer::Temperature, R1Reward>;
+  using Policy = rl::GrpoTrainer<Net, Optimizer, GrpoLoss, infer::Temperature, R1Reward, Par>;
 
-  explicit Pipeline(Options o)
+  Pipeline(Options o, examples::Ranks& ranks, const Par& parallel = {})
       : o_(std::move(o)),
+        ranks_(ranks),
+        par_(parallel),
         held_out_(eval_set(o_)),
         sampler_(held_out_),
         out_(o_.out) {
     REASON_CHECK(o_.grpo_levels.size() == 4, "r1: --grpo-levels needs 4 weights, got ", o_.grpo_levels.size());
+    if (!ranks_.writer()) return;  // rank 0 writes
     std::filesystem::create_directories(out_);
     const bool fresh = stage_of(o_.from) == Stage::sft && o_.checkpoint.empty();
     if (fresh) std::filesystem::remove(out_ / "metrics.jsonl");  // a fresh run starts a fresh log
@@ -196,8 +208,16 @@ class Pipeline {
   void print_table() const;
   void draw_chart();
   bool runs(Stage s) const { return s >= stage_of(o_.from) && s <= stage_of(o_.until); }
+  /// A metrics line (rank 0's file; nothing on the other ranks).
+  void log(const io::Json& row) {
+    if (metrics_) metrics_->write(row);
+  }
+  /// Whether the trainers' buffers reduce over ranks (a data-parallel policy).
+  static constexpr bool distributed = !std::is_same_v<Par, train::SingleProcess>;
 
   Options o_;
+  examples::Ranks& ranks_;
+  Par par_;
   data::HeldOut held_out_;
   data::TrainingSampler sampler_;
   std::filesystem::path out_;

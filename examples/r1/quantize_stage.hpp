@@ -59,9 +59,9 @@ std::size_t model_bytes(const ParamLayout& layout, const std::vector<float>& par
 
 }  // namespace detail
 
-template <class Net, class StudentNet>
+template <class Net, class StudentNet, class Par>
 template <class Linear>
-void Pipeline<Net, StudentNet>::evaluate_format(const std::string& format, const model::Config& mc,
+void Pipeline<Net, StudentNet, Par>::evaluate_format(const std::string& format, const model::Config& mc,
                                                 const std::vector<float>& params) {
   PolicyWith<Linear> net(mc);
   rl::EvalConfig ec;
@@ -79,7 +79,7 @@ void Pipeline<Net, StudentNet>::evaluate_format(const std::string& format, const
   const double seconds = detail::seconds_since(t0);
   q.tokens_per_s = static_cast<double>(q.report.problems) * q.report.mean_tokens / seconds;
   const double fp32 = quantized_.empty() ? q.report.accuracy : quantized_.front().report.accuracy;
-  metrics_->write({{"stage", "quantize"}, {"format", format}, {"accuracy", q.report.accuracy},
+  log({{"stage", "quantize"}, {"format", format}, {"accuracy", q.report.accuracy},
                    {"accuracy_se", q.report.accuracy_se}, {"accuracy_change", q.report.accuracy - fp32},
                    {"format_rate", q.report.format_rate}, {"mean_tokens", q.report.mean_tokens}, {"bytes", q.bytes},
                    {"tokens_per_s", q.tokens_per_s}, {"seconds", seconds}});
@@ -90,8 +90,8 @@ void Pipeline<Net, StudentNet>::evaluate_format(const std::string& format, const
   quantized_.push_back(std::move(q));
 }
 
-template <class Net, class StudentNet>
-void Pipeline<Net, StudentNet>::run_quantize(const model::Config& mc, const std::vector<float>& params) {
+template <class Net, class StudentNet, class Par>
+void Pipeline<Net, StudentNet, Par>::run_quantize(const model::Config& mc, const std::vector<float>& params) {
   if constexpr (!quantizable_attention) {
     (void)mc, (void)params;
     std::printf("\n== stage 5: quantized inference: skipped (MLA's absorbed decode multiplies by its float "

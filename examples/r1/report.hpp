@@ -9,8 +9,9 @@
 
 namespace r1 {
 
-template <class Net, class StudentNet>
-void Pipeline<Net, StudentNet>::print_table() const {
+template <class Net, class StudentNet, class Par>
+void Pipeline<Net, StudentNet, Par>::print_table() const {
+  if (!ranks_.writer()) return;
   std::string levels;
   for (int l : o_.eval_levels) levels += (levels.empty() ? "" : ",") + std::to_string(l);
   const std::string ffn = Net::routed ? std::string("; ffn ") + FfnChoice::name + " (the student: dense)" : "";
@@ -58,8 +59,9 @@ void Pipeline<Net, StudentNet>::print_table() const {
   std::printf("total time %.0f s; outputs in %s (metrics.jsonl, chart.svg, *.safetensors)\n", seconds_, out_.c_str());
 }
 
-template <class Net, class StudentNet>
-void Pipeline<Net, StudentNet>::draw_chart() {
+template <class Net, class StudentNet, class Par>
+void Pipeline<Net, StudentNet, Par>::draw_chart() {
+  if (!metrics_) return;  // rank 0 draws
   metrics_->sync();
   std::map<std::string, Series> s;  // "stage/key" -> series
   auto series = [&](const std::string& stage, const std::string& key, const std::string& name, int smooth) -> Series& {

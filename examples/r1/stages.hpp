@@ -63,8 +63,8 @@ inline std::string load_text(const examples::RouterWindow& w) {
 
 }  // namespace detail
 
-template <class Net, class StudentNet>
-int Pipeline<Net, StudentNet>::run() {
+template <class Net, class StudentNet, class Par>
+int Pipeline<Net, StudentNet, Par>::run() {
   const auto t0 = std::chrono::steady_clock::now();
   const Stage from = stage_of(o_.from), until = stage_of(o_.until);
   REASON_CHECK(from <= until, "r1: --from ", o_.from, " comes after --until ", o_.until);
@@ -111,25 +111,33 @@ int Pipeline<Net, StudentNet>::run() {
     std::printf("policy parameters: %zu in all, %zu active per token\n", net.num_params(), examples::active_params(net));
   }
 
+  if (ranks_.size() > 1)
+    std::printf("data parallel: %d ranks (%s); each trains on its share of every step's batch, rank 0 evaluates\n",
+                ranks_.size(),
+                o_.parallel.zero == 0 ? "ZeRO off" : (o_.parallel.zero == 1 ? "ZeRO-1" : "ZeRO-2"));
+
+  // The evaluations and stage 5 run on rank 0 (the others go on to the next training stage and
+  // wait for it there).
+  const bool evaluates = ranks_.writer();
   if (runs(Stage::sft)) {
     policy = run_sft(mc, resume);
     resume.clear();
-    evals_.push_back(run_eval("sft", mc, policy));
+    if (evaluates) evals_.push_back(run_eval("sft", mc, policy));
   }
   if (runs(Stage::grpo)) {
     if (from == Stage::grpo && !resume.empty()) policy = detail::load_weights<Net>(resume, mc);
-    else if (from == Stage::grpo) evals_.push_back(run_eval("sft", mc, policy));  // the baseline of this run
+    else if (from == Stage::grpo && evaluates) evals_.push_back(run_eval("sft", mc, policy));  // the baseline of this run
     policy = run_grpo(mc, policy, resume);
-    evals_.push_back(run_eval("grpo", mc, policy));
+    if (evaluates) evals_.push_back(run_eval("grpo", mc, policy));
   }
-  if (from == Stage::eval)
+  if (from == Stage::eval && evaluates)
     evals_.push_back(dense_model ? run_eval<StudentNet>("model", mc, policy) : run_eval("model", mc, policy));
   if (runs(Stage::distill)) {
     const model::Config sc = config_of(o_.student, mc.max_seq_len);  // dense, whatever the policy's FFN
     const std::vector<float> student = run_distill(mc, sc, policy);
-    evals_.push_back(run_eval<StudentNet>("student", sc, student));
+    if (evaluates) evals_.push_back(run_eval<StudentNet>("student", sc, student));
   }
-  if (runs(Stage::quantize)) {
+  if (runs(Stage::quantize) && evaluates) {
     if (dense_model)
       std::printf("\n== stage 5: quantized inference: skipped ('%s' is a dense student; stage 5 quantizes the policy)\n",
                   o_.checkpoint.c_str());
@@ -143,14 +151,14 @@ int Pipeline<Net, StudentNet>::run() {
 }
 
 // Stage 1: SFT cold start (train::Trainer on worked traces, curriculum of levels).
-template <class Net, class StudentNet>
-std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, const std::string& resume) {
+template <class Net, class StudentNet, class Par>
+std::vector<float> Pipeline<Net, StudentNet, Par>::run_sft(const model::Config& mc, const std::string& resume) {
   std::printf("\n== stage 1: SFT cold start, %lld steps x %lld sequences\n", static_cast<long long>(o_.sft_steps),
               static_cast<long long>(o_.sft_batch));
   Net net(mc);
   train::TrainConfig tc;
   tc.total_steps = o_.sft_steps;
-  tc.batch = o_.sft_batch;
+  tc.batch = o_.sft_batch / ranks_.size();  // this rank's share of the step's sequences
   tc.seq = mc.max_seq_len;
   tc.max_grad_norm = 1.0;
   tc.schedule = {.peak_lr = o_.sft_lr,
@@ -158,11 +166,13 @@ std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, c
                  .warmup_steps = std::min<std::int64_t>(150, std::max<std::int64_t>(1, o_.sft_steps / 10)),
                  .total_steps = o_.sft_steps};
   tc.seed = o_.seed;
-  train::Trainer<Net, Optimizer> trainer(net, Optimizer{.config = {.weight_decay = 0.05}}, tc);
+  train::Trainer<Net, Optimizer, Par> trainer(net, Optimizer{.config = {.weight_decay = 0.05}}, tc, par_);
   const data::Curriculum curriculum = sft_curriculum(o_.sft_steps);
-  const train::BatchSource source = data::sft_source(
-      sampler_, curriculum, {.seed = o_.seed, .batch = o_.sft_batch, .max_seq = mc.max_seq_len, .stream_base = detail::sft_streams,
-                                     .flawed_fraction = o_.flawed});
+  const train::BatchSource source = examples::batch_share(
+      data::sft_source(sampler_, curriculum,
+                       {.seed = o_.seed, .batch = o_.sft_batch, .max_seq = mc.max_seq_len,
+                        .stream_base = detail::sft_streams, .flawed_fraction = o_.flawed}),
+      ranks_.rank(), ranks_.size());
   const io::SafetensorsMetadata extra{{"example", "r1"}, {"stage", "sft"},
                                       {"data.eval_per_level", std::to_string(o_.eval_per_level)},
                                       {"data.flawed", std::to_string(o_.flawed)}};
@@ -194,7 +204,7 @@ std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, c
       row["loss_scale"] = s.loss_scale;
       row["skipped"] = s.skipped;
     }
-    metrics_->write(row);
+    log(row);
     if (trainer.step() % 250 == 0 || trainer.done()) train::save_checkpoint(ckpt, trainer, extra);
   }
   std::printf("SFT done in %.0f s; checkpoint %s\n", progress.elapsed(), ckpt.c_str());
@@ -208,8 +218,8 @@ std::vector<float> Pipeline<Net, StudentNet>::run_sft(const model::Config& mc, c
 }
 
 // Stage 2: GRPO against the SFT model as the frozen reference.
-template <class Net, class StudentNet>
-std::vector<float> Pipeline<Net, StudentNet>::run_grpo(const model::Config& mc, const std::vector<float>& init,
+template <class Net, class StudentNet, class Par>
+std::vector<float> Pipeline<Net, StudentNet, Par>::run_grpo(const model::Config& mc, const std::vector<float>& init,
                                              const std::string& resume) {
   std::printf("\n== stage 2: GRPO, %lld steps x %lld questions x G = %lld, lr %.1e, beta %.3g\n",
               static_cast<long long>(o_.grpo_steps), static_cast<long long>(o_.prompts),
@@ -225,7 +235,7 @@ std::vector<float> Pipeline<Net, StudentNet>::run_grpo(const model::Config& mc, 
   gc.advantage_sign = o_.advantage_sign;
   gc.seed = o_.seed;
   Policy policy(net, init, Optimizer{.config = {.weight_decay = 0.0}}, infer::Temperature{o_.temperature}, R1Reward{},
-                gc);
+                gc, par_);  // (data parallel: each rank samples and trains on its share of the questions)
   const io::SafetensorsMetadata extra{{"example", "r1"}, {"stage", "grpo"},
                                       {"data.eval_per_level", std::to_string(o_.eval_per_level)},
                                       {"grpo.levels", std::to_string(o_.grpo_levels[0]) + "," + std::to_string(o_.grpo_levels[1]) +
@@ -281,7 +291,7 @@ std::vector<float> Pipeline<Net, StudentNet>::run_grpo(const model::Config& mc, 
       window_router.add(router);
       if (s.step + 50 >= o_.grpo_steps) tail.add(router);
     }
-    metrics_->write(row);
+    log(row);
     max_gap = std::max(max_gap, s.rollout_logp_gap);
     window_reward += s.reward_mean;
     window_acc += s.accuracy.value_or(0.0);
@@ -312,9 +322,9 @@ std::vector<float> Pipeline<Net, StudentNet>::run_grpo(const model::Config& mc, 
 }
 
 // Stage 3: evaluation on the held-out set (of the policy, a Net, or of the dense student).
-template <class Net, class StudentNet>
+template <class Net, class StudentNet, class Par>
 template <class EvalNet>
-Evaluated Pipeline<Net, StudentNet>::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
+Evaluated Pipeline<Net, StudentNet, Par>::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
   EvalNet net(mc);
   rl::EvalConfig ec;
   ec.max_new_tokens = mc.max_seq_len;
@@ -343,7 +353,7 @@ Evaluated Pipeline<Net, StudentNet>::run_eval(const std::string& name, const mod
   for (const auto& [k, v] : r.pass_at_k) line["pass@" + std::to_string(k)] = v;
   for (const auto& [level, lv] : r.levels) line["accuracy_level_" + std::to_string(level)] = lv.accuracy();
   if constexpr (Net::routed) line["ffn"] = EvalNet::routed ? FfnChoice::name : "dense";  // (dense builds: as before)
-  metrics_->write(line);
+  log(line);
   std::printf("eval %-8s greedy accuracy %.1f%% ± %.1f  format %.1f%%  length %.1f", name.c_str(), 100 * r.accuracy,
               100 * r.accuracy_se, 100 * r.format_rate, r.mean_tokens);
   for (const auto& [k, v] : r.pass_at_k) std::printf("  pass@%lld %.1f%%", static_cast<long long>(k), 100 * v);

@@ -3,17 +3,19 @@
 //
 // examples/sft runs it for the attention and feed-forward policies the build was configured with
 // (sft_moe: the DeepSeek-V3-style MoE FFN); examples/attention_swap runs the same code once per
-// attention policy, with the dense FFN, on the same data and seed.
+// attention policy, with the dense FFN, on the same data and seed. Under `mpirun -np N sft --dp N`
+// (examples/common/parallel_options.hpp) the trainer's parallelism policy is Par (data parallel,
+// ZeRO-1/2) and each rank trains on its share of every micro-batch (Options::parallel.dp ranks).
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -24,6 +26,7 @@
 #include "common/backend.hpp"
 #include "common/backend_options.hpp"
 #include "common/ffn_choice.hpp"
+#include "common/parallel_options.hpp"
 #include "common/router_metrics.hpp"
 #include "reason/data/arithmetic.hpp"
 #include "reason/data/curriculum.hpp"
@@ -79,6 +82,8 @@ struct Options {
   std::int64_t stop_after = -1;  // simulate an interruption: checkpoint and exit after this many steps
   int stop_micro = 0;            // ... and this many micro-batches of the next step (mid-accumulation)
   std::int64_t log_every = 50;
+  // processes (sft's --dp, --zero; examples/common/parallel_options.hpp): batch is the global one
+  examples::ParallelOptions parallel;
 };
 
 /// The flags of the model, the training run and the evaluation (each program adds its own output flags).
@@ -116,11 +121,12 @@ inline model::Config model_config(const Options& o) {
           .max_seq_len = o.seq};
 }
 
+/// The trainer's config; under data parallelism its batch is one rank's share of o.batch.
 inline train::TrainConfig train_config(const Options& o) {
   train::TrainConfig tc;
   tc.total_steps = o.steps;
   tc.micro_batches = o.micro_batches;
-  tc.batch = o.batch;
+  tc.batch = o.batch / o.parallel.dp;
   tc.seq = o.seq;
   tc.max_grad_norm = o.clip;
   tc.schedule = {.peak_lr = o.lr, .min_lr = o.min_lr, .warmup_steps = o.warmup, .total_steps = o.steps};
@@ -130,17 +136,20 @@ inline train::TrainConfig train_config(const Options& o) {
 
 /// The run's data: a held-out set first, then training problems that avoid it, drawn per (step,
 /// micro) from a counter-based stream so the batches are a pure function of the position in the
-/// run — and independent of the model, so every attention variant sees the same batches.
+/// run — and independent of the model, so every attention variant sees the same batches. `source`
+/// gives rank `rank`'s rows of every micro-batch of o.batch sequences (all of them on one process).
 /// (Not copyable: the sampler and the source refer to the members before them.)
 class Data {
  public:
-  explicit Data(const Options& o)
+  explicit Data(const Options& o, int rank = 0)
       : held_out(o.eval_jsonl.empty() ? data::make_held_out(o.seed, o.eval_per_level)
                                       : data::HeldOut::from_problems(data::read_problems_jsonl(o.eval_jsonl))),
         sampler(held_out),
         curriculum(data::Curriculum::standard(o.steps)),
-        source(data::sft_source(sampler, curriculum,
-                                {.seed = o.seed, .batch = o.batch, .micro_batches = o.micro_batches, .max_seq = o.seq})) {}
+        source(examples::batch_share(
+            data::sft_source(sampler, curriculum,
+                             {.seed = o.seed, .batch = o.batch, .micro_batches = o.micro_batches, .max_seq = o.seq}),
+            rank, o.parallel.dp)) {}
   Data(const Data&) = delete;
   Data& operator=(const Data&) = delete;
 
@@ -198,21 +207,24 @@ inline void print_training(const Options& o, const Data& d) {
 }
 
 /// One model trained and evaluated by the SFT recipe: `Net` is NetWith<Attention, FfnVariant>, and
-/// FfnVariant's numbers (expert width, dense layers) complete the model config.
-template <class Net, class FfnVariant = examples::ffn_variants::dense>
+/// FfnVariant's numbers (expert width, dense layers) complete the model config. Par: the trainer's
+/// parallelism policy (one process, or examples::MpiDataParallel: every rank runs the same Run).
+template <class Net, class FfnVariant = examples::ffn_variants::dense, class Par = train::SingleProcess>
 class Run {
   static_assert(std::is_same_v<typename Net::ffn_policy, typename FfnVariant::type>,
                 "sft::Run<Net, FfnVariant>: Net's feed-forward policy is not FfnVariant's");
 
  public:
-  explicit Run(const Options& o)
+  explicit Run(const Options& o, const Par& parallel = {})
       : o_(o),
         net_(examples::with_ffn<FfnVariant>(model_config(o))),
-        trainer_(net_, Optimizer{.config = {.weight_decay = o.weight_decay}}, train_config(o)) {}
+        trainer_(net_, Optimizer{.config = {.weight_decay = o.weight_decay}}, train_config(o), parallel) {}
   Run(const Run&) = delete;
   Run& operator=(const Run&) = delete;
 
-  using Trainer = train::Trainer<Net, Optimizer>;
+  using Trainer = train::Trainer<Net, Optimizer, Par>;
+  /// Several ranks: each step's statistics are over all of them; checkpoints only between steps.
+  static constexpr bool distributed = !std::is_same_v<Par, train::SingleProcess>;
   [[nodiscard]] const Net& net() const { return net_; }
   [[nodiscard]] Trainer& trainer() { return trainer_; }
 
@@ -250,12 +262,14 @@ class Run {
       std::printf("parameters: %zu in all, %zu active per token\n", net_.num_params(), examples::active_params(net_));
   }
 
-  /// Trains to the last step, writing a metrics line per step and a checkpoint every
-  /// o.checkpoint_every steps and at the end. Stops early — checkpoint written, finished = false —
-  /// when *stop becomes true or after o.stop_after steps.
-  Trained train(const Data& d, io::JsonlWriter& metrics, const std::filesystem::path& ckpt,
-                const io::SafetensorsMetadata& extra, const std::atomic<bool>* stop = nullptr) {
-    auto stopping = [&] { return stop != nullptr && stop->load(); };
+  /// Trains to the last step, writing a metrics line per step (when `metrics` is given: rank 0)
+  /// and a checkpoint every o.checkpoint_every steps and at the end. Stops early — checkpoint
+  /// written, finished = false — when stop() says so or after o.stop_after steps. Data parallel:
+  /// stop() is asked once per step on every rank (it must agree over them: examples::Ranks::any)
+  /// and a run stops between steps only (a rank's accumulated gradients are its own).
+  Trained train(const Data& d, io::JsonlWriter* metrics, const std::filesystem::path& ckpt,
+                const io::SafetensorsMetadata& extra, const std::function<bool()>& stop = {}) {
+    auto stopping = [&] { return stop && stop(); };
     // o.stop_after steps and then o.stop_micro micro-batches of the next (a checkpoint mid-accumulation)
     auto stop_point = [&] {
       return o_.stop_after >= 0 && trainer_.step() >= o_.stop_after && trainer_.micro() >= o_.stop_micro;
@@ -269,7 +283,7 @@ class Run {
     while (!trainer_.done()) {
       std::optional<train::StepStats> s = trainer_.run_micro(d.source);
       if (!s) {
-        if (stopping() || (o_.stop_micro > 0 && stop_point())) break;
+        if (!distributed && (stopping() || (o_.stop_micro > 0 && stop_point()))) break;
         continue;
       }
       const std::string stage = d.curriculum.stage(s->step).name;
@@ -303,7 +317,7 @@ class Run {
         row["loss_scale"] = s->loss_scale;
         row["skipped"] = s->skipped;
       }
-      metrics.write(row);
+      if (metrics) metrics->write(row);
       if (s->step >= tail_from) {
         tail_loss += s->loss;
         ++tail;

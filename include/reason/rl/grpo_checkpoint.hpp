@@ -23,6 +23,12 @@
 // trainer untouched; the error names the field or tensor and both values. The sampler and the
 // reward are not recorded: they are types without a settings interface (a Temperature's value
 // stays the caller's to keep equal).
+// Under a distributed parallelism policy (parallel::DataParallel, parallel::Zero) every rank calls
+// save_checkpoint (ZeRO gathers its optimizer state shards: a collective) and rank 0 writes; the
+// others must not read the file before a barrier. Every rank calls load_checkpoint on the same
+// file. The number of ranks is not part of the run: rows sample from their global streams and the
+// normaliser is global (rl/grpo_trainer.hpp), so a checkpoint resumes on any number of ranks that
+// divides prompts_per_step.
 #pragma once
 
 #include <charconv>
@@ -103,10 +109,13 @@ inline io::SafetensorsMetadata loss_metadata(const GrpoConfig& c) {
 
 /// Writes the GRPO trainer's complete state, plus `extra` metadata (keys must not collide with the
 /// trainer's own), atomically.
-template <class Net, class Opt, class Loss, class Sampler, class Reward>
-void save_checkpoint(const std::filesystem::path& path, const GrpoTrainer<Net, Opt, Loss, Sampler, Reward>& trainer,
+template <class Net, class Opt, class Loss, class Sampler, class Reward, class Par>
+void save_checkpoint(const std::filesystem::path& path,
+                     const GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>& trainer,
                      const io::SafetensorsMetadata& extra = {}) {
-  using T = typename GrpoTrainer<Net, Opt, Loss, Sampler, Reward>::T;
+  using T = typename GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>::T;
+  trainer.to_host();  // a CUDA model's buffers to their host mirrors; ZeRO gathers its state (every rank)
+  if (!trainer.checkpoint_writer()) return;  // rank 0 writes
   const Net& net = trainer.net();
   const ParamLayout& layout = net.layout();
   io::SafetensorsMetadata meta;
@@ -120,7 +129,6 @@ void save_checkpoint(const std::filesystem::path& path, const GrpoTrainer<Net, O
   train::detail::put_loss_scale(meta, trainer.config().loss_scale, trainer.loss_scaler());
   train::detail::put_extra(meta, extra);
 
-  trainer.to_host();  // a CUDA model's buffers to their host mirrors (nothing on the host)
   std::vector<io::SafetensorsEntry> entries;
   const std::size_t n = layout.size();
   train::detail::add_entries<T>(entries, "", layout, trainer.params());
@@ -135,10 +143,10 @@ void save_checkpoint(const std::filesystem::path& path, const GrpoTrainer<Net, O
 /// optimizer must match the trainer's; the first field that differs is named with both values.
 /// Nothing is copied until every check has passed. Returns the file's metadata so the caller can
 /// check and restore its own `extra` entries.
-template <class Net, class Opt, class Loss, class Sampler, class Reward>
+template <class Net, class Opt, class Loss, class Sampler, class Reward, class Par>
 io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path,
-                                        GrpoTrainer<Net, Opt, Loss, Sampler, Reward>& trainer) {
-  using T = typename GrpoTrainer<Net, Opt, Loss, Sampler, Reward>::T;
+                                        GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>& trainer) {
+  using T = typename GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>::T;
   namespace td = train::detail;
   const io::SafetensorsFile file = io::SafetensorsFile::open(path);
   const std::string fname = path.string();

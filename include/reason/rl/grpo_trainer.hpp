@@ -40,6 +40,35 @@
 // optimizer_state(), step(), updates(), set_position(); the numbers in config() and optimizer();
 // for a CUDA model those spans are host mirrors, filled by to_host() and uploaded by from_host()),
 // and a resume from it is bit-identical to never stopping.
+//
+// Parallelism: the last slot, Par, is a parallelism policy of train::Trainer's kind
+// (train/train_buffers.hpp): train::SingleProcess (the default: one process, the loop above),
+// parallel::DataParallel<C> or parallel::Zero<Stage, C>, one trainer per rank, every rank calling
+// run_step in step. Data parallel GRPO (DeepSeekMath's setup at scale: each worker samples its own
+// questions' groups):
+//   - the prompt source still gives the whole step's prompts_per_step questions (a pure function of
+//     the step, the same on every rank); rank r of n takes the contiguous block [r P/n, (r+1) P/n)
+//     (P must divide by n) and samples, scores and trains its own groups — group-relative
+//     advantages never need another rank's rewards;
+//   - sampling stays a function of the step's global rows: global row q (prompt q / G of the
+//     step) draws from Philox(rollout_seed(seed, s), stream = q) on whichever rank holds it
+//     (detail::RowOffset shifts a rank's local rows to their global streams), so ranks draw
+//     different samples and a run on n ranks samples what one process would — the same run up to
+//     floating-point rounding, for any n;
+//   - the loss normaliser is global: the kept rows and completion tokens of the step, summed over
+//     the ranks (one all-reduce of the step's scalars, which also carries the reward, length and
+//     component sums, so every statistic reported is a mean over every rank's rows), so the
+//     gradients summed by the policy's clip are the gradient of the one-process objective;
+//   - every rank takes the same optimizer step and keeps the same frozen reference (replicated;
+//     ZeRO shards only optimizer state and gradients); the pass statistics and the logp gap are
+//     summed or maxed over the ranks in one more all-reduce after the passes.
+// Per step that is 1 all-reduce of scalars, the policy's gradient collectives per pass (DataParallel:
+// one all-reduce per bucket; ZeRO: its reduce-scatter(s), norm all-reduce and all-gather) and 1
+// all-reduce of the pass statistics; a step that keeps no row anywhere makes only the first.
+// micro_batch and rollout_batch count this rank's rows. A rank whose groups were all dropped
+// (dynamic sampling) still joins every collective; under ZeRO-2 every rank runs as many
+// micro-batches as the busiest one (empty ones contribute zero). Checkpoints: every rank calls
+// rl::save_checkpoint, rank 0 writes (checkpoint_writer()).
 #pragma once
 
 #include <algorithm>
@@ -179,6 +208,24 @@ struct WeightedTraits : std::false_type {};
 template <reward::Weights W, class... Rs>
 struct WeightedTraits<reward::Weighted<W, Rs...>> : std::true_type {};
 
+/// Sampler S on a rank's share of a rollout: local row r is global row first_row + r, and draws
+/// exactly what row first_row + r of the whole rollout would (Philox is counter-based: the
+/// stream is moved, the offset kept), so where a row is sampled does not change its completion.
+template <class S>
+struct RowOffset {
+  static constexpr int draws_per_token = S::draws_per_token;
+  const S* inner = nullptr;
+  index_t first_row = 0;
+
+  template <class E>
+  infer::TokenDraw sample(std::span<const E> logits, Philox& rng, infer::SampleScratch& ws, index_t row = 0) const {
+    Philox global(rng.seed(), rng.stream() + static_cast<std::uint64_t>(first_row), rng.offset());
+    const infer::TokenDraw d = inner->sample(logits, global, ws, first_row + row);
+    rng.skip(global.offset() - rng.offset());
+    return d;
+  }
+};
+
 }  // namespace detail
 
 /// A policy model the trainer can sample from and train: Transformer's interface.
@@ -209,7 +256,7 @@ concept GrpoLoss = requires {
       { b.stats() } -> std::same_as<PolicyStats>;
     };
 
-template <class Net, class Opt, class Loss, class Sampler, class Reward>
+template <class Net, class Opt, class Loss, class Sampler, class Reward, class Par = train::SingleProcess>
 class GrpoTrainer {
   static_assert(GrpoPolicyModel<Net>,
                 "rl::GrpoTrainer<Net, Opt, Loss, Sampler, Reward>: Net (slot 1) must be a policy model with "
@@ -229,24 +276,38 @@ class GrpoTrainer {
 
  public:
   using T = typename detail::ParamType<Net>::type;  // Net::T (float when slot 1 is wrong, so one error shows)
-  /// Parameters, gradients, optimizer state and reference: on the host, or the CUDA model's device buffers.
-  using Buffers = train::train_buffers_t<Net, T, Opt>;
+  /// Parameters, gradients, optimizer state and reference: on the host, or the CUDA model's device
+  /// buffers, as the parallelism policy makes them.
+  using Buffers = typename Par::template buffers<Net, T, Opt>;
   /// The questions of step s (prompts_per_step of them); a pure function of s, like train::BatchSource.
+  /// Under a distributed policy every rank gets all of them and keeps its share.
   using PromptSource = std::function<std::vector<data::Problem>(std::int64_t step)>;
 
   /// Starts from `initial_params` (e.g. an SFT checkpoint's), which also become the reference.
+  /// Under a distributed policy every rank constructs its trainer (a collective: the parameters
+  /// are broadcast from rank 0 and the ranks counted).
   GrpoTrainer(Net& net, std::span<const T> initial_params, Opt optimizer, Sampler sampler, Reward reward,
-              GrpoTrainerConfig config)
+              GrpoTrainerConfig config, const Par& parallel = {})
       : net_(net),
         opt_(std::move(optimizer)),
         sampler_(std::move(sampler)),
         reward_(std::move(reward)),
         cfg_((config.validate(), config)),
-        buf_(make_buffers(net, initial_params)),
+        buf_(make_buffers(net, initial_params, parallel)),
         scaler_(cfg_.loss_scale, train::loss_scaling_enabled<typename train::PrecisionOf<Net>::type>(cfg_.loss_scale)) {
     REASON_CHECK(net_.config().vocab_size == data::Tokenizer::vocab_size, "GrpoTrainer: the model's vocabulary has ",
                  net_.config().vocab_size, " tokens but prompts and completions use data::Tokenizer's ",
                  data::Tokenizer::vocab_size);
+    if constexpr (distributed) {
+      double ranks = 1;
+      buf_.sum_across_ranks(std::span<double>(&ranks, 1));
+      ranks_ = static_cast<int>(ranks);
+      rank_ = buf_.rank();
+      REASON_CHECK(cfg_.prompts_per_step % ranks_ == 0, "GrpoTrainer: prompts_per_step = ", cfg_.prompts_per_step,
+                   " does not split over ", ranks_, " ranks (each rank samples an equal share of the step's questions)");
+      REASON_CHECK(!routed || ranks_ == 1, "GrpoTrainer: a data-parallel MoE policy would balance each rank's gates on "
+                   "its own expert load and the replicas would drift apart; an MoE model trains on one rank");
+    }
   }
 
   [[nodiscard]] const GrpoTrainerConfig& config() const { return cfg_; }
@@ -274,6 +335,13 @@ class GrpoTrainer {
   /// The next step to run (0-based) and the optimizer updates made so far (AdamW's t).
   [[nodiscard]] std::int64_t step() const { return step_; }
   [[nodiscard]] std::int64_t updates() const { return updates_; }
+  /// The buffers themselves (a parallelism policy's report: e.g. optimizer_state_bytes()).
+  [[nodiscard]] const Buffers& buffers() const { return buf_; }
+  /// This process's rank and the number of ranks (0 and 1 for one process).
+  [[nodiscard]] int rank() const { return rank_; }
+  [[nodiscard]] int ranks() const { return ranks_; }
+  /// Whether this process writes checkpoints: under a distributed policy only rank 0 does.
+  [[nodiscard]] bool checkpoint_writer() const { return rank_ == 0; }
 
   /// Restores the position (a checkpoint loader sets the buffers through the spans above).
   void set_position(std::int64_t step, std::int64_t updates) {
@@ -284,7 +352,9 @@ class GrpoTrainer {
   /// pi_ref <- pi_theta (DeepSeekMath Algorithm 1, line 2: the start of an outer iteration).
   void reset_reference() { buf_.reset_reference(); }
 
-  /// Runs step step() on the questions source(step()) and returns what it did.
+  /// Runs step step() on the questions source(step()) and returns what it did. Under a
+  /// distributed policy every rank calls it, and every rank returns the same statistics (over all
+  /// ranks' rows; the timings are this rank's).
   GrpoStepStats run_step(const PromptSource& source) {
     using Clock = std::chrono::steady_clock;
     auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
@@ -292,11 +362,15 @@ class GrpoTrainer {
     GrpoStepStats s;
     s.step = step_;
     const index_t G = cfg_.group_size;
+    const index_t P = cfg_.prompts_per_step / ranks_;  // this rank's questions: [first, first + P) of the step's
+    const index_t first = static_cast<index_t>(rank_) * P;
 
     // (a) rollouts: G samples of each question's prompt, from the current parameters.
-    const std::vector<data::Problem> problems = source(step_);
-    REASON_CHECK(static_cast<index_t>(problems.size()) == cfg_.prompts_per_step, "GrpoTrainer: the prompt source gave ",
-                 problems.size(), " problems for step ", step_, ", expected prompts_per_step = ", cfg_.prompts_per_step);
+    const std::vector<data::Problem> all = source(step_);
+    REASON_CHECK(static_cast<index_t>(all.size()) == cfg_.prompts_per_step, "GrpoTrainer: the prompt source gave ",
+                 all.size(), " problems for step ", step_, ", expected prompts_per_step = ", cfg_.prompts_per_step);
+    const std::span<const data::Problem> problems =
+        std::span<const data::Problem>(all).subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(P));
     std::vector<std::vector<std::int32_t>> prompts;
     for (const data::Problem& p : problems) prompts.push_back(data::prompt_tokens(p));
     infer::RolloutConfig rc;
@@ -305,10 +379,8 @@ class GrpoTrainer {
     rc.eos = data::Tokenizer::eos;
     rc.seed = rollout_seed(cfg_.seed, step_);
     rc.max_batch = cfg_.rollout_batch;
-    const infer::Rollouts ro =
-        infer::rollout(net_, buf_.params(), std::span<const std::vector<std::int32_t>>(prompts), sampler_, rc);
+    const infer::Rollouts ro = sample(std::span<const std::vector<std::int32_t>>(prompts), rc, first * G);
     const index_t rows = ro.size();
-    s.rows = rows;
     const auto t_rollout = Clock::now();
 
     // (b) decode and score against each row's problem.
@@ -322,39 +394,75 @@ class GrpoTrainer {
       length += static_cast<double>(c.tokens.size());
       eos += c.stopped_on_eos;
     }
-    s.completion_length = length / static_cast<double>(rows);
-    s.eos_fraction = eos / static_cast<double>(rows);
     std::vector<float> rewards(static_cast<std::size_t>(rows));
     reward::score_batch(reward_, std::span<const std::string>(texts), std::span<const data::Problem>(samples),
                         std::span<float>(rewards));
     const std::span<const float> rw(rewards);
-    s.reward_mean = detail::mean_of(rw);
-    s.reward_std = detail::std_of(rw, s.reward_mean);
-    score_components(texts, samples, s);
     const auto t_score = Clock::now();
 
-    // (c) group-relative advantages; DAPO drops the groups with all-equal rewards.
+    // (c) group-relative advantages (each rank holds whole groups); DAPO drops the groups with all-equal rewards.
     std::vector<float> adv(static_cast<std::size_t>(rows));
     if (cfg_.advantage_scale == GroupScale::std) grpo_advantages<GroupScale::std>(rw, G, std::span<float>(adv));
     else grpo_advantages<GroupScale::none>(rw, G, std::span<float>(adv));
     for (float& a : adv) a *= static_cast<float>(cfg_.advantage_sign);
     const std::vector<index_t> uniform = uniform_groups(rw, G);
-    s.zero_variance_fraction = static_cast<double>(uniform.size()) / static_cast<double>(cfg_.prompts_per_step);
     std::vector<index_t> keep;
-    for (index_t g = 0, u = 0; g < cfg_.prompts_per_step; ++g) {
+    for (index_t g = 0, u = 0; g < P; ++g) {
       const bool is_uniform = u < static_cast<index_t>(uniform.size()) && uniform[static_cast<std::size_t>(u)] == g;
       u += is_uniform;
       if (cfg_.dynamic_sampling && is_uniform) continue;
       for (index_t i = 0; i < G; ++i) keep.push_back(g * G + i);
     }
-    const auto R = static_cast<index_t>(keep.size());
-    s.trained_rows = R;
+    const auto R = static_cast<index_t>(keep.size());  // this rank's kept rows
+    index_t kept_tokens = 0;
+    for (index_t r : keep) kept_tokens += static_cast<index_t>(ro.rows[static_cast<std::size_t>(r)].tokens.size());
+    const index_t mb = cfg_.micro_batch > 0 ? std::min(cfg_.micro_batch, R) : R;
+    const index_t micro = R > 0 ? (R + mb - 1) / mb : 0;  // this rank's micro-batches per pass
+
+    // The step's sums over every rank's rows (one all-reduce under a distributed policy): rows,
+    // reward sum, the reward's squared deviations from this rank's mean and sum^2 / rows (which
+    // combine into the global variance), length, <eos>, uniform groups, kept rows and tokens,
+    // each reward component's sum, and each rank's micro-batch count in its own slot.
+    const std::vector<double> component = component_sums(texts, samples);
+    const std::size_t at_components = 9, at_micro = at_components + component.size();
+    std::vector<double> sums(at_micro + static_cast<std::size_t>(ranks_), 0.0);
+    {
+      const double n = static_cast<double>(rows), reward_sum = sum_of(rw);
+      sums[0] = n;
+      sums[1] = reward_sum;
+      sums[2] = squared_deviations(rw, reward_sum / n);
+      sums[3] = reward_sum * reward_sum / n;
+      sums[4] = length;
+      sums[5] = eos;
+      sums[6] = static_cast<double>(uniform.size());
+      sums[7] = static_cast<double>(R);
+      sums[8] = static_cast<double>(kept_tokens);
+      std::copy(component.begin(), component.end(), sums.begin() + static_cast<std::ptrdiff_t>(at_components));
+      sums[at_micro + static_cast<std::size_t>(rank_)] = static_cast<double>(micro);
+    }
+    if constexpr (distributed) buf_.sum_across_ranks(std::span<double>(sums));
+    const double all_rows = sums[0];
+    s.rows = static_cast<index_t>(all_rows);
+    s.reward_mean = sums[1] / all_rows;
+    // sum of squared deviations from the global mean: each rank's own, plus rows_k (mean_k - mean)^2
+    // summed, = sum_k sum_k^2 / rows_k - sum^2 / rows (exactly 0 for one rank).
+    s.reward_std = std::sqrt(std::max(0.0, sums[2] + (sums[3] - sums[1] * sums[1] / all_rows)) / all_rows);
+    s.completion_length = sums[4] / all_rows;
+    s.eos_fraction = sums[5] / all_rows;
+    s.zero_variance_fraction = sums[6] / static_cast<double>(cfg_.prompts_per_step);
+    set_components(std::span<const double>(sums).subspan(at_components, component.size()), all_rows, s);
+    const auto all_kept = static_cast<index_t>(sums[7]);
+    const double all_tokens = sums[8];
+    index_t micro_steps = 0;  // micro-batches per pass of the busiest rank: every rank runs as many
+    for (int k = 0; k < ranks_; ++k)
+      micro_steps = std::max(micro_steps, static_cast<index_t>(sums[at_micro + static_cast<std::size_t>(k)]));
+    s.trained_rows = all_kept;
     s.lr = cfg_.schedule.lr(step_);
 
     // (d) the padded batch [R, L] of prompt + completion and its completion mask; logp_old, logp_ref.
-    if (R > 0) {
+    if (all_kept > 0) {
       build_batch(prompts, ro, keep, adv);
-      const index_t L = seq_, mb = cfg_.micro_batch > 0 ? std::min(cfg_.micro_batch, R) : R;
+      const index_t L = seq_;
       if (mb > reserved_batch_ || L > reserved_seq_) {
         reserved_batch_ = std::max(reserved_batch_, mb);
         reserved_seq_ = std::max(reserved_seq_, L);
@@ -367,49 +475,55 @@ class GrpoTrainer {
         record_logps(buf_.params(), r0, n, logp_old_);
         if (cfg_.beta != 0) record_logps(buf_.reference(), r0, n, logp_ref_);
       }
-      s.rollout_logp_gap = rollout_gap(prompts, ro, keep);
+      const double gap = rollout_gap(prompts, ro, keep);
       const auto t_logp = Clock::now();
       s.seconds.logp = seconds(t_score, t_logp);
 
-      // (e) mu optimisation passes over the kept rows, accumulated over micro-batches.
-      const Normaliser norm{static_cast<double>(R), static_cast<double>(completion_tokens_),
-                            static_cast<double>(cfg_.max_new_tokens)};
+      // (e) mu optimisation passes over the kept rows, accumulated over micro-batches; the
+      // normaliser counts every rank's kept rows and tokens.
+      const Normaliser norm{static_cast<double>(all_kept), all_tokens, static_cast<double>(cfg_.max_new_tokens)};
       const GrpoCoefficients coef{cfg_.beta, norm};
+      // Per pass: loss, tokens, and the token-weighted ratio, clip, KL and entropy sums; then each
+      // rank's logp gap in its own slot (summed over the ranks at the end of the step).
+      constexpr std::size_t per_pass = 6;
+      const auto at_gap = per_pass * static_cast<std::size_t>(cfg_.mu);
+      std::vector<double> pass_sums(at_gap + static_cast<std::size_t>(ranks_), 0.0);
+      pass_sums[at_gap + static_cast<std::size_t>(rank_)] = gap;
       for (int pass = 0; pass < cfg_.mu; ++pass) {
         buf_.zero_grads();
         GrpoPassStats p;
         p.loss_scale = scaler_.scale();
-        double ratio = 0, clipped = 0, kl = 0, entropy = 0;
-        for (index_t r0 = 0; r0 < R; r0 += mb) {
-          const index_t n = std::min(mb, R - r0);
-          const RolloutBatch<T> batch{rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
-                                      rows_view(logp_old_.data(), r0, n),
-                                      cfg_.beta != 0 ? rows_view(logp_ref_.data(), r0, n) : View<const T, 2>{},
-                                      std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
-                                                                              static_cast<std::size_t>(n))};
-          typename Loss::template Batch<T> objective(batch, coef);
-          train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
-          if constexpr (requires { net_.balance_experts(buf_.params()); })  // an MoE model's aux loss: this
-            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled,  // micro-batch's share
-                                   p.loss_scale * static_cast<double>(n) / static_cast<double>(R));  // of the rows
-          else
-            net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled);
-          net_.backward(buf_.params(), buf_.grads());
-          const PolicyStats ps = objective.stats();
-          const auto k = static_cast<double>(ps.tokens);
-          p.loss += ps.loss;
-          p.tokens += ps.tokens;
-          ratio += ps.mean_ratio * k;
-          clipped += ps.clip_fraction * k;
-          kl += ps.mean_kl * k;
-          entropy += ps.mean_entropy * k;
-        }
-        if (p.tokens > 0) {
-          const auto k = static_cast<double>(p.tokens);
-          p.mean_ratio = ratio / k;
-          p.clip_fraction = clipped / k;
-          p.kl = kl / k;
-          p.entropy = entropy / k;
+        double loss = 0, ratio = 0, clipped = 0, kl = 0, entropy = 0;
+        index_t tokens = 0;
+        for (index_t m = 0; m < micro_steps; ++m) {
+          const index_t r0 = m * mb;
+          if (r0 < R) {
+            const index_t n = std::min(mb, R - r0);
+            const RolloutBatch<T> batch{rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
+                                        rows_view(logp_old_.data(), r0, n),
+                                        cfg_.beta != 0 ? rows_view(logp_ref_.data(), r0, n) : View<const T, 2>{},
+                                        std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
+                                                                                static_cast<std::size_t>(n))};
+            typename Loss::template Batch<T> objective(batch, coef);
+            train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
+            if constexpr (routed)  // an MoE model's aux loss: this micro-batch's share of the rows
+              net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled,
+                                     p.loss_scale * static_cast<double>(n) / static_cast<double>(all_kept));
+            else
+              net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled);
+            net_.backward(buf_.params(), buf_.grads());
+            const PolicyStats ps = objective.stats();
+            const auto k = static_cast<double>(ps.tokens);
+            loss += ps.loss;
+            tokens += ps.tokens;
+            ratio += ps.mean_ratio * k;
+            clipped += ps.clip_fraction * k;
+            kl += ps.mean_kl * k;
+            entropy += ps.mean_entropy * k;
+          }
+          // ZeRO-2: every micro-batch's gradient into the shards (a collective: a rank with fewer
+          // rows joins with zero gradients)
+          if constexpr (requires { buf_.after_backward(); }) buf_.after_backward();
         }
         if (const std::optional<double> grad_norm = scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm)) {
           p.grad_norm = *grad_norm;
@@ -418,8 +532,27 @@ class GrpoTrainer {
           p.skipped = true;
           p.grad_norm = std::numeric_limits<double>::quiet_NaN();
         }
-        if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
+        if constexpr (routed) net_.balance_experts(buf_.params());
+        const double here[per_pass] = {loss, static_cast<double>(tokens), ratio, clipped, kl, entropy};
+        std::copy_n(here, per_pass, pass_sums.begin() + static_cast<std::ptrdiff_t>(per_pass * static_cast<std::size_t>(pass)));
         s.passes.push_back(p);
+      }
+      if constexpr (distributed) buf_.sum_across_ranks(std::span<double>(pass_sums));
+      s.rollout_logp_gap = pass_sums[at_gap];
+      for (int k = 1; k < ranks_; ++k)
+        s.rollout_logp_gap = std::max(s.rollout_logp_gap, pass_sums[at_gap + static_cast<std::size_t>(k)]);
+      for (std::size_t i = 0; i < s.passes.size(); ++i) {
+        GrpoPassStats& p = s.passes[i];
+        const double* v = pass_sums.data() + per_pass * i;
+        p.loss = v[0];
+        p.tokens = static_cast<index_t>(v[1]);
+        if (p.tokens > 0) {
+          const auto k = v[1];
+          p.mean_ratio = v[2] / k;
+          p.clip_fraction = v[3] / k;
+          p.kl = v[4] / k;
+          p.entropy = v[5] / k;
+        }
       }
       s.updated = true;
       const double m = static_cast<double>(s.passes.size());
@@ -442,10 +575,36 @@ class GrpoTrainer {
   }
 
  private:
-  static Buffers make_buffers(const Net& net, std::span<const T> initial) {
+  /// A policy whose buffers sum the step's scalars over ranks (parallel::DataParallel, parallel::Zero).
+  static constexpr bool distributed = requires(Buffers& b, std::span<double> v) { b.sum_across_ranks(v); };
+  /// An MoE model: its gates balance after each update, and its aux loss is weighted per micro-batch.
+  static constexpr bool routed = requires(Net& n, T* p) { n.balance_experts(p); };
+
+  static Buffers make_buffers(const Net& net, std::span<const T> initial, const Par& parallel) {
     REASON_CHECK(initial.size() == net.num_params(), "GrpoTrainer: ", initial.size(),
                  " initial parameters for a model of ", net.num_params());
-    return train::make_train_buffers<Buffers>(net, initial, /*with_reference=*/true);
+    return parallel.template make_buffers<Opt>(net, initial, /*with_reference=*/true);
+  }
+
+  /// The rollout of this rank's prompts; under a distributed policy its rows draw from the
+  /// streams of their global rows (first_row on).
+  infer::Rollouts sample(std::span<const std::vector<std::int32_t>> prompts, const infer::RolloutConfig& rc,
+                         index_t first_row) {
+    if constexpr (distributed)
+      return infer::rollout(net_, buf_.params(), prompts, detail::RowOffset<Sampler>{&sampler_, first_row}, rc);
+    else
+      return infer::rollout(net_, buf_.params(), prompts, sampler_, rc);
+  }
+
+  static double sum_of(std::span<const float> v) {
+    double s = 0;
+    for (float x : v) s += static_cast<double>(x);
+    return s;
+  }
+  static double squared_deviations(std::span<const float> v, double mean) {
+    double s = 0;
+    for (float x : v) s += (static_cast<double>(x) - mean) * (static_cast<double>(x) - mean);
+    return s;
   }
 
   template <class E>
@@ -503,21 +662,31 @@ class GrpoTrainer {
     return gap;
   }
 
-  /// The mean of each component of a reward::Weighted (or of the reward itself), and accuracy.
-  void score_components(const std::vector<std::string>& texts, const std::vector<data::Problem>& samples,
-                        GrpoStepStats& s) const {
-    auto mean_of = [&](const auto& r) {
-      double sum = 0;
-      for (std::size_t i = 0; i < texts.size(); ++i) sum += static_cast<double>(r.score(texts[i], samples[i]));
-      return texts.empty() ? 0.0 : sum / static_cast<double>(texts.size());
-    };
+  /// The sum over this rank's rows of each component of a reward::Weighted (none for a plain reward).
+  std::vector<double> component_sums(const std::vector<std::string>& texts, const std::vector<data::Problem>& samples) const {
+    std::vector<double> sums;
     if constexpr (detail::WeightedTraits<Reward>::value) {
+      auto sum_of_part = [&](const auto& r) {
+        double sum = 0;
+        for (std::size_t i = 0; i < texts.size(); ++i) sum += static_cast<double>(r.score(texts[i], samples[i]));
+        return sum;
+      };
+      std::apply([&](const auto&... parts) { (sums.push_back(sum_of_part(parts)), ...); }, reward_.rewards);
+    }
+    return sums;
+  }
+
+  /// The mean of each component of a reward::Weighted (or of the reward itself), and accuracy,
+  /// from the components' sums over `rows` rows.
+  void set_components(std::span<const double> sums, double rows, GrpoStepStats& s) const {
+    if constexpr (detail::WeightedTraits<Reward>::value) {
+      std::size_t i = 0;
       std::apply(
           [&](const auto&... parts) {
             (
                 [&](const auto& part) {
                   using Part = std::remove_cvref_t<decltype(part)>;
-                  const double m = mean_of(part);
+                  const double m = sums[i++] / rows;
                   s.components.push_back({Part::name, m});
                   if constexpr (std::same_as<Part, reward::Accuracy>) s.accuracy = m;
                 }(parts),
@@ -537,6 +706,7 @@ class GrpoTrainer {
   GrpoTrainerConfig cfg_;
   Buffers buf_;
   train::DynamicLossScaler scaler_;
+  int rank_ = 0, ranks_ = 1;
   std::int64_t step_ = 0, updates_ = 0;
   index_t reserved_batch_ = 0, reserved_seq_ = 0;
   // The current step's batch: [R, seq_] tokens, mask, logp_old, logp_ref; [R] advantages.
