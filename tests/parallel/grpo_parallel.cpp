@@ -29,10 +29,13 @@
 #include "reason/rl/grpo.hpp"
 #include "reason/rl/grpo_checkpoint.hpp"
 #include "reason/rl/grpo_trainer.hpp"
+#include "parallel/fixtures.hpp"
 #include "parallel/harness.hpp"
 #include "rl/tiny_policy.hpp"
 
 using namespace reason;
+using test::max_abs;
+using test::max_abs_diff;
 
 namespace {
 
@@ -80,17 +83,6 @@ std::vector<data::Problem> questions(std::int64_t step, bool half_dropped) {
 }
 
 optim::AdamW optimizer() { return optim::AdamW{.config = {.weight_decay = 0.0}}; }
-
-double max_abs_diff(std::span<const float> a, std::span<const float> b) {
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
-  return m;
-}
-double max_abs(std::span<const float> a) {
-  double m = 0;
-  for (float x : a) m = std::max(m, std::abs(double(x)));
-  return m;
-}
 
 struct Run {
   std::vector<rl::GrpoStepStats> stats;
