@@ -136,7 +136,8 @@ void check_training(test::MpiHarness& h, Comm& world) {
   world.broadcast(std::span<float>(first), 0);
   std::vector<float> rank0_full(gathered.size(), 0.0f);
   bool replicas_equal = true;
-  net.shard_plan().for_each_run([&](std::size_t lo, std::size_t, std::size_t n, const model::ShardPiece& p) {
+  net.shard_plan().for_each_run([&](std::size_t lo, std::size_t, std::size_t n, const model::ShardPiece& p,
+                                    const model::ShardEntry&) {
     if (p.holders == world.size())
       replicas_equal = replicas_equal && std::equal(mine.begin() + lo, mine.begin() + lo + n, first.begin() + lo);
   });

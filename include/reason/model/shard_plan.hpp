@@ -73,8 +73,8 @@ class ShardPlan {
   [[nodiscard]] const ParamLayout& local_layout() const { return local_; }
   [[nodiscard]] const std::vector<ShardEntry>& entries() const { return entries_; }
 
-  /// Calls f(local_offset, full_offset, length, piece) for every contiguous run of elements the
-  /// rank holds (a row piece is one run; a column piece one run per row).
+  /// Calls f(local_offset, full_offset, length, piece, entry) for every contiguous run of elements
+  /// the rank holds (a row piece is one run; a column piece one run per row).
   template <class F>
   void for_each_run(F&& f) const {
     for (const ShardEntry& e : entries_) {
@@ -84,11 +84,11 @@ class ShardPlan {
       for (const ShardPiece& p : e.pieces) {
         if (e.dim == 0) {
           f(l.offset + static_cast<std::size_t>(p.local_begin * lc), fi.offset + static_cast<std::size_t>(p.full_begin * fc),
-            static_cast<std::size_t>(p.count * lc), p);
+            static_cast<std::size_t>(p.count * lc), p, e);
         } else {
           for (index_t r = 0; r < lr; ++r)
             f(l.offset + static_cast<std::size_t>(r * lc + p.local_begin),
-              fi.offset + static_cast<std::size_t>(r * fc + p.full_begin), static_cast<std::size_t>(p.count), p);
+              fi.offset + static_cast<std::size_t>(r * fc + p.full_begin), static_cast<std::size_t>(p.count), p, e);
         }
       }
     }
@@ -98,7 +98,7 @@ class ShardPlan {
   template <class T>
   void scatter(std::span<const T> full, std::span<T> local) const {
     check_sizes("scatter", full.size(), local.size());
-    for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const ShardPiece&) {
+    for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const ShardPiece&, const ShardEntry&) {
       std::copy_n(full.data() + fo, n, local.data() + lo);
     });
   }
@@ -106,7 +106,7 @@ class ShardPlan {
   template <class T>
   void place(std::span<const T> local, std::span<T> full) const {
     check_sizes("place", full.size(), local.size());
-    for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const ShardPiece&) {
+    for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const ShardPiece&, const ShardEntry&) {
       std::copy_n(local.data() + lo, n, full.data() + fo);
     });
   }

@@ -71,15 +71,11 @@ class ModelParallelBuffers : public BuffersOver<Base> {
     REASON_CHECK(sizes[0] == -sizes[1], "parallel: rank ", comm_->rank(), " stages ", stage_size_,
                  " partial-gradient elements, another rank ", sizes[0] == static_cast<std::int64_t>(stage_size_) ? -sizes[1] : sizes[0],
                  "; every rank must be built with the same model and split");
-    plan.for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const model::ShardPiece& p) {
-      runs_.push_back({lo, 0, n, p.holders, false});
-      if (!(p.partial && p.holders > 1)) return;
-      // fo is the run's offset in the full layout; its tensor is the last one starting at or before it.
-      const auto& params = plan.full_layout().params();
-      std::size_t t = 0;
-      while (t + 1 < params.size() && params[t + 1].offset <= fo) ++t;
-      runs_.back().stage = stage_base[t] + (fo - params[t].offset);
-      runs_.back().partial = true;
+    plan.for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const model::ShardPiece& p,
+                          const model::ShardEntry& e) {
+      const bool partial = p.partial && p.holders > 1;  // at its unsplit position in the stage
+      const std::size_t stage = partial ? stage_base[e.full] + (fo - plan.full_layout().params()[e.full].offset) : 0;
+      runs_.push_back({lo, stage, n, p.holders, partial});
     });
   }
 
@@ -108,7 +104,7 @@ class ModelParallelBuffers : public BuffersOver<Base> {
   void sum_across_ranks(std::span<double> values)
     requires OwnData
   {
-    comm_->all_reduce(values, ReduceOp::sum);
+    sum_over_group(values);
   }
   [[nodiscard]] int rank() const { return comm_->rank(); }
   /// Sums `values` over the group in place, whatever the policy (a pipeline's loss, known on its last stage).
@@ -125,7 +121,8 @@ class ModelParallelBuffers : public BuffersOver<Base> {
                  " values, the rank's share has ", plan_->local_layout().size());
     std::vector<T> full(plan_->full_layout().size(), T(0));
     const int rank = comm_->rank();
-    plan_->for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const model::ShardPiece& p) {
+    plan_->for_each_run([&](std::size_t lo, std::size_t fo, std::size_t n, const model::ShardPiece& p,
+                            const model::ShardEntry&) {
       if (rank % p.holders == 0) std::copy_n(local.data() + lo, n, full.data() + fo);
     });
     comm_->all_reduce(std::span<T>(full), ReduceOp::sum);
