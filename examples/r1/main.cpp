@@ -76,8 +76,8 @@ int run_on_gpu(const r1::Options& o, examples::Ranks& ranks) {
 #endif
 }
 
-/// The host pipeline on this process, or data parallel over the MPI world (a template so that an
-/// MoE build does not compile the data-parallel pipeline it refuses).
+/// The host pipeline on this process, or data parallel over the MPI world (an MoE policy's gates
+/// balance on the expert load of every rank's tokens: train::balance_experts).
 template <class Policy = r1::HostNet>
 int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
   if (o.precision != "fp32")
@@ -88,12 +88,7 @@ int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
   if (runs(r1::Stage::sft) || runs(r1::Stage::distill)) (void)ranks.share(o.sft_batch, "--sft-batch");
   if (runs(r1::Stage::grpo)) (void)ranks.share(o.prompts, "--prompts");
 #if REASON_WITH_MPI
-  if constexpr (Policy::routed)
-    examples::option_error("r1: --dp > 1 with an MoE policy (REASON_EXAMPLE_FFN=", r1::FfnChoice::name,
-                           "): each rank's gates would balance on its own expert load and the replicas drift apart; "
-                           "data parallelism runs the dense builds");
-  else
-    return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, ranks.policy()).run();
+  return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, ranks.policy()).run();
 #endif
   fail("r1: unreachable: several ranks without MPI");
 }

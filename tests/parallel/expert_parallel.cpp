@@ -9,6 +9,8 @@
 //   - training: Trainer<Net, AdamW, ExpertParallel<...>> for 3 steps of 2 micro-batches, each rank on
 //     its share of the batch, against one process's Trainer on the whole batch: the losses, the
 //     gathered parameters, the balancing biases (exactly), and the collectives of a step;
+//   - data parallelism of the same model (DataParallel: every rank all of it, its share of the batch)
+//     equals one process too, balancing biases exactly (the trainer sums the expert load over the ranks);
 //   - each rank holds 1/ep of the experts' parameters and optimizer state (layouts and buffers);
 //   - experts that do not divide over the ranks are refused with the numbers (6 experts at 4 ranks).
 // At one rank the split model runs through a one-rank group and equals the unsplit one bit for bit.
@@ -40,6 +42,7 @@
 #include "reason/moe/moe.hpp"
 #include "reason/optim/adamw.hpp"
 #include "reason/parallel/counting.hpp"
+#include "reason/parallel/data_parallel.hpp"
 #include "reason/parallel/model_parallel.hpp"
 #include "reason/parallel/mpi_communicator.hpp"
 #include "reason/parallel/mpi_session.hpp"
@@ -406,7 +409,7 @@ void check_training(test::MpiHarness& h, Comm& world, const Reference& ref) {
   // Collectives per step. Per MoE layer and micro-batch: 1 all_to_all, 4 all_to_all_v. All-reduces:
   // the replicated tensors' partial gradients in buckets (none at one rank: nothing is partial), the
   // gradient norm, the step's token count and its loss (the trainer's scalars), and the expert load
-  // before the gates balance (Transformer::balance_experts).
+  // before the gates balance (train::balance_experts).
   std::size_t replicated = 0;
   for (const ParamInfo& p : net.full_layout().params())
     if (!is_expert(p)) replicated += p.numel;
@@ -428,6 +431,55 @@ void check_training(test::MpiHarness& h, Comm& world, const Reference& ref) {
                 ep, worst[0], worst[1], scale, static_cast<long long>(a2a.calls / steps),
                 static_cast<long long>(a2av.calls / steps), static_cast<long long>(ar.calls / steps),
                 static_cast<long long>(buckets), staged);
+}
+
+/// Data parallelism of the same MoE model (every rank holds all of it and trains on its share): the
+/// gates balance on the load summed over the ranks (train::balance_experts), so the replicas' biases
+/// move exactly as one process's and the run equals one process on the whole batch. A mutation check
+/// (each rank balancing on its own load) fails here at 2 and 4 ranks: the biases differ.
+void check_data_parallel(test::MpiHarness& h, Comm& world, const Reference& ref) {
+  using Policy = parallel::DataParallel<Counting>;
+  const int ranks = world.size(), rank = world.rank();
+  const bool one = ranks == 1;
+  Counting counted(world);
+  Net net(moe_config());
+  const auto tc_global = train_config(rows_per_rank * ranks);
+  train::Trainer<Net, optim::AdamW, Policy> t(net, optim::AdamW{}, train_config(rows_per_rank), Policy(counted, bucket_bytes));
+  const auto source = test::share(test::counting_source(3, tc_global, 16), rank, rows_per_rank);
+  counted.reset();  // (the initial broadcast is not a step)
+  double worst_loss = 0;
+  for (std::int64_t s = 0; s < steps; ++s) {
+    const double loss = t.run_step(source).loss, want = ref.losses[static_cast<std::size_t>(s)];
+    worst_loss = std::max(worst_loss, std::abs(loss - want) / want);
+    h.check(std::abs(loss - want) <= (one ? 1e-9 : 1e-5) * want,
+            "step " + std::to_string(s) + ": loss " + sci(loss) + ", one process " + sci(want));
+  }
+  const std::span<const float> p = t.params();
+  const double diff = max_abs_diff(p, ref.params), scale = max_abs(ref.params);
+  h.check(diff <= (one ? 1e-6 : 2e-5) * scale,
+          "parameters differ from one process's by " + sci(diff) + " (max |p| " + sci(scale) + ")");
+  bool biases_equal = true, biases_moved = false;
+  for (const ParamInfo& info : net.layout().params())
+    if (is_bias(info))
+      for (std::size_t i = 0; i < info.numel; ++i) {
+        biases_equal = biases_equal && p[info.offset + i] == ref.params[info.offset + i];
+        biases_moved = biases_moved || p[info.offset + i] != 0.0f;
+      }
+  h.check(biases_equal && biases_moved, "data parallel: the balancing biases moved differently from one process's");
+  // Per step: the gradient buckets (the norm is then each rank's own), the step's token count, its
+  // loss and the summed expert load.
+  const std::size_t n = net.layout().size();
+  const auto buckets = static_cast<std::int64_t>((n * sizeof(float) + bucket_bytes - 1) / bucket_bytes);
+  const Tally ar = counted.tally(Collective::all_reduce);
+  h.check(ar.calls == steps * (buckets + 3) && counted.total().calls == ar.calls,
+          "data parallel: " + std::to_string(buckets) + " buckets + token count + loss + load per step expected; " +
+              counted.report());
+  double worst[2] = {worst_loss, diff};
+  world.all_reduce(std::span<double>(worst), parallel::ReduceOp::max);
+  if (rank == 0)
+    std::printf("data-parallel MoE training, %d rank(s): losses within %.3e (relative), parameters within %.3e, "
+                "biases equal; %lld all-reduces per step\n",
+                ranks, worst[0], worst[1], static_cast<long long>(ar.calls / steps));
 }
 
 // ---- memory --------------------------------------------------------------------------------------
@@ -512,6 +564,8 @@ int main(int argc, char** argv) {
   const Reference ref = single_process(world.size());
   h.run("EP training equals one process; its collectives per step",
         [&](test::MpiHarness& t) { check_training(t, world, ref); });
+  h.run("data-parallel MoE training equals one process (the gates balance on every rank's load)",
+        [&](test::MpiHarness& t) { check_data_parallel(t, world, ref); });
   h.run("EP ranks hold 1/ep of the experts' parameters and optimizer state",
         [&](test::MpiHarness& t) { check_shares(t, world); });
   h.run("a checkpoint of the EP run resumes split and in one process", [&](test::MpiHarness& t) { check_checkpoint(t, world); });

@@ -315,12 +315,12 @@ class Transformer {
   }
   /// MoE models, after each optimizer step: every MoE layer's gate balances its experts on the
   /// load of the step's training forwards (moe::BiasBalance moves the bias buffer in `params`;
-  /// other gates do nothing), then the step's load starts again from zero.
+  /// other gates do nothing), then the step's load starts again from zero. When each rank trained
+  /// on its own tokens (data or expert parallelism), the caller first sums the load over the ranks
+  /// (train::balance_experts does, for the trainers).
   void balance_experts(T* params)
     requires routed
   {
-    // Expert parallel: every rank saw its own tokens; the gates balance on the load of all of them.
-    if (sharding_.expert != nullptr) sharding_.expert->sum_statistics(std::span<double>(pending_load_));
     const std::size_t e = static_cast<std::size_t>(Ffn::experts);
     for (index_t i = 0; i < moe_layers_; ++i) {
       const Layer& m = layers_[static_cast<std::size_t>(config_.first_dense_layers + i)];

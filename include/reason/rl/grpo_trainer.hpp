@@ -105,6 +105,7 @@
 #include "reason/rl/grpo.hpp"
 #include "reason/rl/policy_loss.hpp"
 #include "reason/rl/token_logp.hpp"
+#include "reason/train/balance_experts.hpp"
 #include "reason/train/clip.hpp"
 #include "reason/train/loss_scale.hpp"
 #include "reason/train/schedule.hpp"
@@ -305,8 +306,6 @@ class GrpoTrainer {
       rank_ = buf_.rank();
       REASON_CHECK(cfg_.prompts_per_step % ranks_ == 0, "GrpoTrainer: prompts_per_step = ", cfg_.prompts_per_step,
                    " does not split over ", ranks_, " ranks (each rank samples an equal share of the step's questions)");
-      REASON_CHECK(!routed || ranks_ == 1, "GrpoTrainer: a data-parallel MoE policy would balance each rank's gates on "
-                   "its own expert load and the replicas would drift apart; an MoE model trains on one rank");
     }
   }
 
@@ -532,7 +531,7 @@ class GrpoTrainer {
           p.skipped = true;
           p.grad_norm = std::numeric_limits<double>::quiet_NaN();
         }
-        if constexpr (routed) net_.balance_experts(buf_.params());
+        train::balance_experts(net_, buf_);  // an MoE model's gates, on every rank's load
         const double here[per_pass] = {loss, static_cast<double>(tokens), ratio, clipped, kl, entropy};
         std::copy_n(here, per_pass, pass_sums.begin() + static_cast<std::ptrdiff_t>(per_pass * static_cast<std::size_t>(pass)));
         s.passes.push_back(p);
@@ -578,7 +577,7 @@ class GrpoTrainer {
   /// A policy whose buffers sum the step's scalars over ranks (parallel::DataParallel, parallel::Zero).
   static constexpr bool distributed = requires(Buffers& b, std::span<double> v) { b.sum_across_ranks(v); };
   /// An MoE model: its gates balance after each update, and its aux loss is weighted per micro-batch.
-  static constexpr bool routed = requires(Net& n, T* p) { n.balance_experts(p); };
+  static constexpr bool routed = train::BalancesExperts<Net, T>;
 
   static Buffers make_buffers(const Net& net, std::span<const T> initial, const Par& parallel) {
     REASON_CHECK(initial.size() == net.num_params(), "GrpoTrainer: ", initial.size(),

@@ -32,6 +32,7 @@
 
 #include "reason/core/error.hpp"
 #include "reason/optim/concepts.hpp"
+#include "reason/train/balance_experts.hpp"
 #include "reason/train/clip.hpp"
 #include "reason/train/loss_scale.hpp"
 #include "reason/train/schedule.hpp"
@@ -309,9 +310,9 @@ class Trainer {
     }
     // AdamW's t counts the updates made, not the steps run: a skipped step made none.
     if (!s.skipped) buf_.step(opt_, s.lr, s.step + 1 - scaler_.skipped_steps());
-    // An MoE model's gates balance their experts on this step's load (moe::BiasBalance; the load
-    // is a count of routed tokens, unaffected by the overflow that skips a step).
-    if constexpr (requires { net_.balance_experts(buf_.params()); }) net_.balance_experts(buf_.params());
+    // An MoE model's gates balance their experts on this step's load over every rank's tokens
+    // (moe::BiasBalance; the load is a count of routed tokens, unaffected by the overflow that skips a step).
+    train::balance_experts(net_, buf_);
     pos_.next_step();
     return s;
   }
