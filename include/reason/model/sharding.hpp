@@ -31,8 +31,6 @@ class ShardGroup {
   /// data = the sum over the group of every rank's data, in place (a row-parallel layer's
   /// partial outputs; a column-parallel layer's partial input gradients).
   virtual void all_reduce_sum(std::span<T> data) = 0;
-  /// The same for statistics kept in double (an MoE layer's expert load).
-  virtual void sum_statistics(std::span<double> data) = 0;
   /// Rows exchanged between the ranks: `in` holds size() packed blocks, block j (send_counts[j]
   /// elements) for rank j; `out` receives block i (recv_counts[i] elements) from rank i, packed.
   virtual void all_to_all_v(std::span<const T> in, std::span<const std::int64_t> send_counts, std::span<T> out,

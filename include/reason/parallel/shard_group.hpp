@@ -31,7 +31,6 @@ class ShardGroupOf final : public model::ShardGroup<T> {
   [[nodiscard]] int rank() const override { return comm_->rank(); }
   [[nodiscard]] int size() const override { return comm_->size(); }
   void all_reduce_sum(std::span<T> data) override { comm_->all_reduce(data, ReduceOp::sum); }
-  void sum_statistics(std::span<double> data) override { comm_->all_reduce(data, ReduceOp::sum); }
   void all_to_all_v(std::span<const T> in, std::span<const std::int64_t> send_counts, std::span<T> out,
                     std::span<const std::int64_t> recv_counts) override {
     comm_->all_to_all_v(in, send_counts, out, recv_counts);
