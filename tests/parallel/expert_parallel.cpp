@@ -530,8 +530,8 @@ void check_errors(test::MpiHarness& h, Comm& world) {
   }
 }
 
-/// A checkpoint of the expert-parallel run: the unsplit model's file, which an EP run resumes bit for
-/// bit (its training config records each rank's batch, so one process does not take it up as is).
+/// A checkpoint of the expert-parallel run: the unsplit model's file, recording the global batch,
+/// which an EP run resumes bit for bit and one process on the whole batch within fp32 tolerance.
 void check_checkpoint(test::MpiHarness& h, Comm& world) {
   using Policy = parallel::ExpertParallel<Counting>;
   const int ep = world.size();
@@ -541,6 +541,7 @@ void check_checkpoint(test::MpiHarness& h, Comm& world) {
   Group group(counted);
   std::vector<std::unique_ptr<Net>> nets;
   std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW, Policy>>> split;
+  std::vector<std::unique_ptr<train::Trainer<Net, optim::AdamW>>> single;
   test::check_split_checkpoint<train::Trainer<Net, optim::AdamW, Policy>, train::Trainer<Net, optim::AdamW>>(
       h, world, "expert",
       [&]() -> auto& {
@@ -548,7 +549,11 @@ void check_checkpoint(test::MpiHarness& h, Comm& world) {
         return *split.emplace_back(
             std::make_unique<train::Trainer<Net, optim::AdamW, Policy>>(*nets.back(), optim::AdamW{}, tc, Policy(counted, bucket_bytes)));
       },
-      nullptr, test::share(global, world.rank(), rows_per_rank), global);
+      [&]() -> auto& {
+        nets.push_back(std::make_unique<Net>(moe_config()));
+        return *single.emplace_back(std::make_unique<train::Trainer<Net, optim::AdamW>>(*nets.back(), optim::AdamW{}, tc_global));
+      },
+      test::share(global, world.rank(), rows_per_rank), global);
 }
 
 }  // namespace

@@ -25,8 +25,7 @@ namespace reason::test {
 
 /// make_split(): a split trainer of the run (its model built by the caller and kept alive), trained on
 /// split_source (the rank's share of the batch, or all of it); make_single(): the same run in one
-/// process on single_source (null: not checked — a checkpoint records the trainer's batch, which under
-/// expert parallelism is each rank's share, so one process cannot take it up unchanged). `name` keeps
+/// process on single_source, the whole batch (a checkpoint records the global batch). `name` keeps
 /// the files of policies apart.
 template <class SplitTrainer, class SingleTrainer>
 void check_split_checkpoint(MpiHarness& h, parallel::MpiCommunicator& world, const char* name,
@@ -52,7 +51,7 @@ void check_split_checkpoint(MpiHarness& h, parallel::MpiCommunicator& world, con
   const auto got = resumed.buffers().gather_full();
   h.check(got == want, std::string(name) + ": a split run resumed from its checkpoint differs from the uninterrupted one");
 
-  if (make_single) {
+  {
     SingleTrainer& single = make_single();
     train::load_checkpoint(path, single);
     while (!single.done()) (void)single.run_step(single_source);

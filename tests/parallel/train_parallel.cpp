@@ -170,8 +170,27 @@ void check_zero_checkpoint(test::MpiHarness& h, Comm& world, const Reference& re
   train::load_checkpoint(path, resumed);
   while (!resumed.done()) (void)resumed.run_step(source);
   h.check(max_abs_diff(resumed.params(), full.params()) == 0.0, "a resumed ZeRO run differs from the uninterrupted one");
+
+  // The file records the global batch: one process on the whole batch takes it up and finishes like
+  // the one-process run.
+  Net net4(small_config());
+  train::Trainer<Net, optim::AdamW> alone(net4, optim::AdamW{}, tc_global);
+  train::load_checkpoint(path, alone);
+  while (!alone.done()) (void)alone.run_step(test::counting_source(3, tc_global, 16));
+  const double diff = max_abs_diff(alone.params(), ref.params);
+  h.check(diff <= 2e-5 * max_abs(ref.params), "one process resumed from the ZeRO checkpoint differs from the one-process "
+                                              "run by " + std::to_string(diff));
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove(path);
+
+  // Mid-step each rank holds only its own tokens' gradients: saving there is refused (at one rank it is a
+  // one-process checkpoint).
+  if (ranks > 1 && micro_batches > 1) {
+    Net net5(small_config());
+    train::Trainer<Net, optim::AdamW, Policy> mid(net5, optim::AdamW{}, tc, Policy(world));
+    (void)mid.run_micro(source);
+    h.expect_error_containing([&] { train::save_checkpoint(path, mid); }, "a checkpoint is taken between steps");
+  }
 }
 
 }  // namespace
@@ -205,7 +224,7 @@ int main(int argc, char** argv) {
     check_policy<parallel::Zero<parallel::ZeroStage::gradients, Counting>>(t, "ZeRO-2", world, ref,
                                                                             {micro_batches, 1, 3}, 0);
   });
-  h.run("ZeRO-2 shards the state; its checkpoint resumes bit for bit",
+  h.run("ZeRO-2 shards the state; its checkpoint resumes bit for bit, and on one process",
         [&](test::MpiHarness& t) { check_zero_checkpoint(t, world, ref); });
   return h.finish();
 }

@@ -8,7 +8,8 @@
 //             "grad.<param>"            the accumulated gradients, only when saved mid-accumulation
 //             "router.pending_load"     an MoE model's expert load of the step so far (float64,
 //                                       [MoE layers x experts]), likewise only mid-accumulation
-//   metadata  the model config under Hugging Face names, the training config, the optimizer,
+//   metadata  the model config under Hugging Face names, the training config (with the global batch
+//             of a run whose ranks each train on a share of it: Trainer::data_ranks), the optimizer,
 //             the position (step, micro-batch, the step's partial loss sum and count, doubles
 //             written in shortest round-trip form), under loss scaling its config and state
 //             ("loss_scale.*": S, the run of good steps, the skipped steps) and whatever the
@@ -18,6 +19,12 @@
 // A file is written whole or not at all (temp file + rename); a checkpoint whose config
 // differs from the run's is refused with the field that differs, and every tensor is checked
 // (name, dtype, shape) before any is copied, so a refused file leaves the trainer as it was.
+//
+// Under a parallelism policy every rank calls save_checkpoint (shards are gathered: ZeRO's state, a
+// split model's tensors into the unsplit layout) and rank 0 writes, so the file is the one a single
+// process writes; it resumes on any number of ranks that splits the same global batch, or on one.
+// A data-split run (data or expert parallel) is saved between steps: mid-step each rank holds only
+// its own tokens' gradients.
 //
 // load_params reads only the parameters, from any file laid out this way — this one, a GRPO
 // checkpoint (rl/grpo_checkpoint.hpp, which shares the layout and the helpers below) or a plain
@@ -135,6 +142,24 @@ void read_checked(const io::SafetensorsFile& file, const std::vector<TensorRead<
 /// Whether a trainer holds one rank's share of a split model (parallel/model_parallel.hpp).
 template <class Tr>
 concept split_model = requires(const Tr& t) { t.buffers().model_parallel; };
+/// The training config a checkpoint records and expects: the trainer's, with the global batch of a
+/// run whose ranks each train on a share of it (Trainer::data_ranks), so that the file resumes on
+/// any number of ranks that splits the same global batch — one process included.
+template <class Tr>
+TrainConfig recorded_config(const Tr& trainer) {
+  TrainConfig c = trainer.config();
+  if constexpr (requires { trainer.data_ranks(); }) c.batch *= trainer.data_ranks();
+  return c;
+}
+/// Ranks that each hold their own part of a step's gradients mid-step (1 without such a policy).
+template <class Tr>
+int data_ranks(const Tr& trainer) {
+  if constexpr (requires { trainer.data_ranks(); })
+    return trainer.data_ranks();
+  else
+    return 1;
+}
+
 /// The layout a checkpoint's tensors follow: the unsplit model's.
 template <bool Split, class Net>
 const ParamLayout& checkpoint_layout(const Net& net) {
@@ -222,6 +247,10 @@ void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const
   using T = typename Tr::T;
   using Net = std::remove_cvref_t<decltype(trainer.net())>;
   using Opt = std::remove_cvref_t<decltype(trainer.optimizer())>;
+  // Mid-step, each rank of a data-split run holds the gradients of its own tokens only.
+  REASON_CHECK(detail::data_ranks(trainer) == 1 || trainer.micro() == 0, "save_checkpoint: ", detail::data_ranks(trainer),
+               " ranks each hold part of the step's gradients; a checkpoint is taken between steps (the run stands at "
+               "micro-batch ", trainer.micro(), " of step ", trainer.step(), ")");
   if constexpr (requires { trainer.to_host(); }) trainer.to_host();
   // A split model (tensor, expert, pipeline parallel): every rank's share gathered into the unsplit
   // layout, so the file is the one a single process writes (parallel/model_parallel.hpp).
@@ -248,7 +277,7 @@ void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const
       split ? std::span<const T>(full_state) : std::span<const T>(trainer.optimizer_state());
   io::SafetensorsMetadata meta;
   for (const auto& [k, v] : net.model_metadata()) meta[k] = v;
-  for (const auto& [k, v] : detail::train_metadata(trainer.config())) meta[k] = v;
+  for (const auto& [k, v] : detail::train_metadata(detail::recorded_config(trainer))) meta[k] = v;
   meta["format"] = checkpoint_format;
   detail::put_optimizer(meta, trainer.optimizer());
   meta["train.step"] = std::to_string(trainer.step());
@@ -289,7 +318,7 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
 
   Net& net = trainer.net();
   detail::expect_model_config(meta, net, fname);
-  detail::expect_fields(meta, detail::train_metadata(trainer.config()), "training config", fname);
+  detail::expect_fields(meta, detail::train_metadata(detail::recorded_config(trainer)), "training config", fname);
   detail::expect_optimizer(meta, trainer.optimizer(), fname);
 
   const auto step = detail::meta_number<std::int64_t>(meta, "train.step", fname);
@@ -307,6 +336,9 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
   // A split model reads the unsplit tensors and takes its share (each rank reads the file itself).
   if constexpr (split)
     REASON_CHECK(micro == 0, "checkpoint '", fname, "': saved at micro-batch ", micro, "; a split model resumes between steps");
+  REASON_CHECK(micro == 0 || detail::data_ranks(trainer) == 1, "checkpoint '", fname, "': saved at micro-batch ", micro,
+               " of a step; its partial gradients are the whole batch's, which ", detail::data_ranks(trainer),
+               " ranks cannot share out (resume it on one process)");
   const ParamLayout& layout = detail::checkpoint_layout<split>(net);
   const std::size_t n = layout.size();
   std::vector<T> full_params, full_state;

@@ -197,6 +197,7 @@ class Trainer {
             net, std::span<const T>(initial_params<T>(net, config.seed)), /*with_reference=*/false)),
         scaler_(cfg_.loss_scale, loss_scaling_enabled<typename PrecisionOf<Net>::type>(cfg_.loss_scale)) {
     net_.reserve(cfg_.batch, cfg_.seq);
+    if constexpr (distributed) data_ranks_ = static_cast<int>(sum_across_ranks(1.0));
   }
 
   [[nodiscard]] const TrainConfig& config() const { return cfg_; }
@@ -257,6 +258,11 @@ class Trainer {
     for (;;)
       if (auto s = run_micro(source)) return *s;
   }
+
+  /// How many ranks share each step's batch, each training on config().batch sequences of every
+  /// micro-batch: the ranks of a distributed policy (data or expert parallel), else 1. A checkpoint
+  /// records the global batch, config().batch x data_ranks(), so it resumes on any number of ranks.
+  [[nodiscard]] int data_ranks() const { return data_ranks_; }
 
   /// The buffers themselves (a parallelism policy's report: e.g. optimizer_state_bytes()).
   [[nodiscard]] const Buffers& buffers() const { return buf_; }
@@ -328,6 +334,7 @@ class Trainer {
   Buffers buf_;
   DynamicLossScaler scaler_;
   RunPosition pos_;
+  int data_ranks_ = 1;
 };
 
 }  // namespace reason::train
