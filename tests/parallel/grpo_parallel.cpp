@@ -7,7 +7,9 @@
 // the pass statistics. Under DAPO's dynamic sampling with ZeRO-2 a rank whose groups were all
 // dropped still joins every collective; a checkpoint written by rank 0 resumes bit for bit, and on
 // one process too. An MoE policy trains data parallel to one process's run as well, its balancing
-// biases exactly (the expert load is summed over the ranks before the gates balance).
+// biases exactly (the expert load is summed over the ranks before the gates balance). Tensor-parallel
+// GRPO (each rank a share of the model, all the rows) equals one process too, and its checkpoint is
+// the unsplit model's.
 //
 // Every rank runs every case in step under the MPI harness (harness.hpp).
 #include <algorithm>
@@ -25,6 +27,8 @@
 #include "reason/optim/adamw.hpp"
 #include "reason/parallel/counting.hpp"
 #include "reason/parallel/data_parallel.hpp"
+#include "reason/parallel/model_parallel.hpp"
+#include "reason/parallel/shard_group.hpp"
 #include "reason/parallel/mpi_communicator.hpp"
 #include "reason/parallel/mpi_session.hpp"
 #include "reason/parallel/zero.hpp"
@@ -240,6 +244,71 @@ void check_data_parallel_moe(test::MpiHarness& h, Comm& world) {
           "expected the load's all-reduce after each pass: " + counted.report());
 }
 
+/// Tensor-parallel GRPO: every rank holds its share of the policy (heads and FFN units; KV heads
+/// replicated at 4 ranks) and works on all the rows. The rollouts are the one-process ones (the split
+/// model's logits are bit-equal on every rank), the gathered parameters within fp32 tolerance of one
+/// process's, and the ranks' replicated tensors bit-equal. Its checkpoint is the unsplit model's:
+/// a split run resumes bit for bit, one process within tolerance.
+void check_tensor_parallel(test::MpiHarness& h, Comm& world) {
+  using Group = parallel::ShardGroupOf<Counting, float>;
+  using TP = parallel::TensorParallel<Counting>;
+  const rl::GrpoTrainerConfig cfg = base_config();
+  const Run ref = single_process<GrpoLoss>(cfg, false);
+  Counting counted(world);
+  Group group(counted);
+  auto make = [&](Net& net) {
+    return Trainer<GrpoLoss, TP>(net, std::span<const float>(net.initial_params(3)), optimizer(),
+                                 infer::Temperature{1.0f}, ContainsTarget{}, cfg, TP(counted));
+  };
+  Net net(test::tiny_policy_config(), model::Sharding<float>{.tensor = &group});
+  auto t = make(net);
+  h.check(t.ranks() == 1 && t.checkpoint_writer() == (world.rank() == 0), "tensor parallel: every rank trains on every row");
+  Run tp = run(t, steps, false);
+  const std::vector<float> local = tp.params;
+  tp.params = t.buffers().gather_full();
+  compare(h, tp, ref, "tensor parallel GRPO", world.size());
+  // The tensors every rank holds whole (embedding, norms, LM head) are bit-equal over the ranks.
+  std::vector<float> whole_hi, whole_lo;
+  net.shard_plan().for_each_run([&](std::size_t lo, std::size_t, std::size_t n, const model::ShardPiece& p,
+                                    const model::ShardEntry&) {
+    if (p.holders == world.size()) whole_hi.insert(whole_hi.end(), local.begin() + lo, local.begin() + lo + n);
+  });
+  whole_lo = whole_hi;
+  for (float& v : whole_lo) v = -v;
+  world.all_reduce(std::span<float>(whole_hi), parallel::ReduceOp::max);
+  world.all_reduce(std::span<float>(whole_lo), parallel::ReduceOp::max);
+  bool replicas_equal = !whole_hi.empty();
+  for (std::size_t i = 0; i < whole_hi.size(); ++i) replicas_equal = replicas_equal && whole_hi[i] == -whole_lo[i];
+  h.check(replicas_equal, "tensor parallel: the replicated tensors differ between the ranks");
+  h.check(net.layout().size() < Net(test::tiny_policy_config()).layout().size() || world.size() == 1,
+          "tensor parallel: a rank holds part of the model");
+
+  // The checkpoint after one step, resumed split (bit for bit) and on one process (within tolerance).
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "reason_grpo_parallel_ckpt";
+  const std::filesystem::path path = dir / ("tp_np" + std::to_string(world.size()) + ".safetensors");
+  if (world.rank() == 0) std::filesystem::create_directories(dir);
+  Net net2(test::tiny_policy_config(), model::Sharding<float>{.tensor = &group});
+  auto first = make(net2);
+  (void)run(first, 1, false);
+  rl::save_checkpoint(path, first);
+  world.barrier();
+  Net net3(test::tiny_policy_config(), model::Sharding<float>{.tensor = &group});
+  auto resumed = make(net3);
+  rl::load_checkpoint(path, resumed);
+  const Run rest = run(resumed, steps - 1, false);
+  h.check(max_abs_diff(rest.params, local) == 0.0, "a resumed tensor-parallel run differs from the uninterrupted one");
+  Net net4(test::tiny_policy_config());
+  Trainer<GrpoLoss> alone(net4, std::span<const float>(net4.initial_params(3)), optimizer(), infer::Temperature{1.0f},
+                          ContainsTarget{}, cfg);
+  rl::load_checkpoint(path, alone);
+  const Run alone_rest = run(alone, steps - 1, false);
+  const double diff = max_abs_diff(alone_rest.params, ref.params);
+  h.check(diff <= 2e-5 * max_abs(ref.params),
+          "one process resumed from the tensor-parallel checkpoint differs by " + std::to_string(diff));
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove(path);
+}
+
 /// DAPO (token-mean loss, dynamic sampling) with ZeRO-2: the ranks holding the second half of the
 /// questions keep no group, yet join every reduce-scatter (as many micro-batches as the busiest
 /// rank); a step where every group is uniform makes only the scalars' all-reduce.
@@ -344,6 +413,8 @@ int main(int argc, char** argv) {
         [&](test::MpiHarness& t) { check_data_parallel(t, world); });
   h.run("data-parallel GRPO of an MoE policy equals one process (the gates balance on every rank's load)",
         [&](test::MpiHarness& t) { check_data_parallel_moe(t, world); });
+  h.run("tensor-parallel GRPO equals one process; its checkpoint resumes split and on one process",
+        [&](test::MpiHarness& t) { check_tensor_parallel(t, world); });
   h.run("ZeRO-2 DAPO with ranks that keep no group equals one process",
         [&](test::MpiHarness& t) { check_zero_dynamic_sampling(t, world); });
   h.run("a data-parallel GRPO checkpoint resumes bit for bit, and on one process",

@@ -28,7 +28,9 @@
 // others must not read the file before a barrier. Every rank calls load_checkpoint on the same
 // file. The number of ranks is not part of the run: rows sample from their global streams and the
 // normaliser is global (rl/grpo_trainer.hpp), so a checkpoint resumes on any number of ranks that
-// divides prompts_per_step.
+// divides prompts_per_step. A tensor-parallel trainer's shares (parameters, reference, optimizer
+// state) are gathered into the unsplit layout, so its file is a single process's and any split or
+// none resumes it; each rank scatters its share on load.
 #pragma once
 
 #include <charconv>
@@ -114,10 +116,23 @@ void save_checkpoint(const std::filesystem::path& path,
                      const GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>& trainer,
                      const io::SafetensorsMetadata& extra = {}) {
   using T = typename GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>::T;
+  namespace td = train::detail;
   trainer.to_host();  // a CUDA model's buffers to their host mirrors; ZeRO gathers its state (every rank)
+  // A split model (tensor parallel): every rank's share gathered into the unsplit layout, so the
+  // file is the one a single process writes.
+  constexpr bool split = td::split_model<GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>>;
+  std::vector<T> full_params, full_reference, full_state;
+  if constexpr (split) {
+    full_params = td::gather_slots(trainer.buffers(), trainer.params(), 1);
+    full_reference = td::gather_slots(trainer.buffers(), trainer.reference_params(), 1);
+    full_state = td::gather_slots(trainer.buffers(), trainer.optimizer_state(), Opt::state_slots);
+  }
   if (!trainer.checkpoint_writer()) return;  // rank 0 writes
   const Net& net = trainer.net();
-  const ParamLayout& layout = net.layout();
+  const ParamLayout& layout = td::checkpoint_layout<split>(net);
+  const auto whole = [&](std::span<const T> local, const std::vector<T>& full) {
+    return split ? std::span<const T>(full) : local;
+  };
   io::SafetensorsMetadata meta;
   for (const auto& [k, v] : net.model_metadata()) meta[k] = v;
   for (const auto& [k, v] : detail::grpo_config_metadata(trainer.config())) meta[k] = v;
@@ -131,11 +146,11 @@ void save_checkpoint(const std::filesystem::path& path,
 
   std::vector<io::SafetensorsEntry> entries;
   const std::size_t n = layout.size();
-  train::detail::add_entries<T>(entries, "", layout, trainer.params());
-  train::detail::add_entries<T>(entries, "reference.", layout, trainer.reference_params());
+  const std::span<const T> state = whole(trainer.optimizer_state(), full_state);
+  td::add_entries<T>(entries, "", layout, whole(trainer.params(), full_params));
+  td::add_entries<T>(entries, "reference.", layout, whole(trainer.reference_params(), full_reference));
   for (int s = 0; s < Opt::state_slots; ++s)
-    train::detail::add_entries<T>(entries, std::string("optim.") + Opt::slot_names[s] + ".", layout,
-                                  trainer.optimizer_state().subspan(s * n, n));
+    td::add_entries<T>(entries, std::string("optim.") + Opt::slot_names[s] + ".", layout, state.subspan(s * n, n));
   io::write_safetensors(path, entries, meta);
 }
 
@@ -169,15 +184,30 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path,
                " updates per step)");
   const td::LossScaleState scale = td::read_loss_scale(meta, trainer.config().loss_scale, trainer.loss_scaler(), fname);
 
-  const ParamLayout& layout = net.layout();
+  // A split model reads the unsplit tensors and takes its share (each rank reads the file itself).
+  constexpr bool split = td::split_model<GrpoTrainer<Net, Opt, Loss, Sampler, Reward, Par>>;
+  const ParamLayout& layout = td::checkpoint_layout<split>(net);
   const std::size_t n = layout.size();
+  std::vector<T> full_params, full_reference, full_state;
+  if constexpr (split) {
+    full_params.resize(n);
+    full_reference.resize(n);
+    full_state.resize(n * static_cast<std::size_t>(Opt::state_slots));
+  }
+  const auto whole = [&](std::span<T> local, std::vector<T>& full) { return split ? std::span<T>(full) : local; };
+  const std::span<T> state = whole(trainer.optimizer_state(), full_state);
   std::vector<td::TensorRead<T>> reads;
-  td::add_reads<T>(reads, "", layout, trainer.params());
-  td::add_reads<T>(reads, "reference.", layout, trainer.reference_params());
+  td::add_reads<T>(reads, "", layout, whole(trainer.params(), full_params));
+  td::add_reads<T>(reads, "reference.", layout, whole(trainer.reference_params(), full_reference));
   for (int s = 0; s < Opt::state_slots; ++s)
-    td::add_reads<T>(reads, std::string("optim.") + Opt::slot_names[s] + ".", layout,
-                     trainer.optimizer_state().subspan(s * n, n));
+    td::add_reads<T>(reads, std::string("optim.") + Opt::slot_names[s] + ".", layout, state.subspan(s * n, n));
   td::read_checked(file, reads);
+  if constexpr (split) {
+    const auto& plan = trainer.buffers().shard_plan();
+    td::scatter_slots(plan, std::span<const T>(full_params), trainer.params(), 1);
+    td::scatter_slots(plan, std::span<const T>(full_reference), trainer.reference_params(), 1);
+    td::scatter_slots(plan, std::span<const T>(full_state), trainer.optimizer_state(), Opt::state_slots);
+  }
   trainer.from_host();  // and back to a CUDA model's device buffers
   trainer.set_position(step, updates);
   trainer.set_loss_scale_state(scale.scale, scale.good_steps, scale.skipped_steps);

@@ -69,6 +69,14 @@
 // (dynamic sampling) still joins every collective; under ZeRO-2 every rank runs as many
 // micro-batches as the busiest one (empty ones contribute zero). Checkpoints: every rank calls
 // rl::save_checkpoint, rank 0 writes (checkpoint_writer()).
+// Tensor parallelism (parallel::TensorParallel, the Net built with model::Sharding{.tensor}; Megatron):
+// every rank holds its share of the policy and the reference and works on all of the step's rows.
+// The split model's logits are bit-equal on every rank (the row-parallel sums are all-reduced), so
+// every rank samples the same completions, scores the same rewards and trains on the same rows; the
+// model's collectives sum the activations, the buffers the partial gradients. ranks() stays 1 (no
+// rank has rows of its own); rank 0 writes the checkpoint, gathered into the unsplit layout.
+// Expert and pipeline parallelism are not supported here: sampling would need every expert-parallel
+// rank to decode in step until all are done, and a pipeline stage cannot decode alone.
 #pragma once
 
 #include <algorithm>
@@ -299,6 +307,11 @@ class GrpoTrainer {
     REASON_CHECK(net_.config().vocab_size == data::Tokenizer::vocab_size, "GrpoTrainer: the model's vocabulary has ",
                  net_.config().vocab_size, " tokens but prompts and completions use data::Tokenizer's ",
                  data::Tokenizer::vocab_size);
+    if constexpr (requires { net.sharding(); })
+      REASON_CHECK(net.sharding().expert == nullptr && net.sharding().pipeline == nullptr,
+                   "GrpoTrainer: the policy is split by ", net.sharding().expert ? "expert" : "pipeline",
+                   " parallelism; GRPO's sampling needs every rank to decode the whole model (tensor parallelism or "
+                   "an unsplit model)");
     if constexpr (distributed) {
       double ranks = 1;
       buf_.sum_across_ranks(std::span<double>(&ranks, 1));
@@ -339,8 +352,14 @@ class GrpoTrainer {
   /// This process's rank and the number of ranks (0 and 1 for one process).
   [[nodiscard]] int rank() const { return rank_; }
   [[nodiscard]] int ranks() const { return ranks_; }
-  /// Whether this process writes checkpoints: under a distributed policy only rank 0 does.
-  [[nodiscard]] bool checkpoint_writer() const { return rank_ == 0; }
+  /// Whether this process writes checkpoints: under a parallelism policy (data parallel, or tensor
+  /// parallel, whose ranks all train on the same rows) only rank 0 does.
+  [[nodiscard]] bool checkpoint_writer() const {
+    if constexpr (requires { buf_.rank(); })
+      return buf_.rank() == 0;
+    else
+      return true;
+  }
 
   /// Restores the position (a checkpoint loader sets the buffers through the spans above).
   void set_position(std::int64_t step, std::int64_t updates) {

@@ -168,6 +168,24 @@ const ParamLayout& checkpoint_layout(const Net& net) {
   else
     return net.layout();
 }
+/// `slots` buffers laid out like a split model's parameters, back to back in `local` (the parameters:
+/// 1; an optimizer's state: its slots), gathered into the unsplit layout (a collective every rank calls).
+template <class Buffers, class T>
+std::vector<T> gather_slots(const Buffers& buf, std::span<const T> local, int slots) {
+  const std::size_t nl = local.size() / static_cast<std::size_t>(slots);
+  std::vector<T> full;
+  for (int s = 0; s < slots; ++s) {
+    const std::vector<T> one = buf.gather_full(local.subspan(s * nl, nl));
+    full.insert(full.end(), one.begin(), one.end());
+  }
+  return full;
+}
+/// The reverse: this rank's share of `slots` unsplit buffers (a checkpoint read whole by every rank).
+template <class Plan, class T>
+void scatter_slots(const Plan& plan, std::span<const T> full, std::span<T> local, int slots) {
+  const std::size_t n = full.size() / static_cast<std::size_t>(slots), nl = local.size() / static_cast<std::size_t>(slots);
+  for (int s = 0; s < slots; ++s) plan.scatter(full.subspan(s * n, n), local.subspan(s * nl, nl));
+}
 
 /// The training config as metadata (what must match for a resume to continue the same run).
 inline io::SafetensorsMetadata train_metadata(const TrainConfig& c) {
@@ -259,13 +277,8 @@ void save_checkpoint(const std::filesystem::path& path, const Tr& trainer, const
   if constexpr (split) {
     REASON_CHECK(trainer.micro() == 0, "save_checkpoint: a split model's checkpoint is taken between steps; the run stands at "
                  "micro-batch ", trainer.micro(), " of step ", trainer.step());
-    const auto& buf = trainer.buffers();
-    const std::size_t nl = trainer.params().size();
-    full_params = buf.gather_full(std::span<const T>(trainer.params()));
-    for (int s = 0; s < Opt::state_slots; ++s) {
-      const std::vector<T> slot = buf.gather_full(std::span<const T>(trainer.optimizer_state()).subspan(s * nl, nl));
-      full_state.insert(full_state.end(), slot.begin(), slot.end());
-    }
+    full_params = detail::gather_slots(trainer.buffers(), std::span<const T>(trainer.params()), 1);
+    full_state = detail::gather_slots(trainer.buffers(), std::span<const T>(trainer.optimizer_state()), Opt::state_slots);
   }
   // Under a distributed policy every rank calls this (to_host may gather shards) and one writes.
   if constexpr (requires { trainer.checkpoint_writer(); })
@@ -362,10 +375,8 @@ io::SafetensorsMetadata load_checkpoint(const std::filesystem::path& path, Tr& t
   detail::read_checked(file, reads);
   if constexpr (split) {
     const auto& plan = trainer.buffers().shard_plan();
-    const std::size_t nl = trainer.params().size();
-    plan.scatter(std::span<const T>(full_params), trainer.params());
-    for (int s = 0; s < Opt::state_slots; ++s)
-      plan.scatter(std::span<const T>(full_state).subspan(s * n, n), trainer.optimizer_state().subspan(s * nl, nl));
+    detail::scatter_slots(plan, std::span<const T>(full_params), trainer.params(), 1);
+    detail::scatter_slots(plan, std::span<const T>(full_state), trainer.optimizer_state(), Opt::state_slots);
   }
   if constexpr (Net::routed) {
     if (micro > 0) file.read_into<double>(detail::pending_load_name, std::span<double>(pending));
