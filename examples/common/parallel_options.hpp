@@ -1,8 +1,9 @@
 // examples/common/parallel_options.hpp — how the examples run as several processes: the --dp and
-// --zero flags, MPI's lifetime, which rank prints and writes, one exit status for every rank, and
-// the parallelism policy their trainers get.
+// --zero flags (and --tp, --ep, --pp where a program offers them), MPI's lifetime, which rank prints
+// and writes, one exit status for every rank, and the data-parallel policy their trainers get.
 //
 //   mpirun -np N sft --dp N [--zero 0|1|2] ...        (r1 the same)
+//   mpirun -np N sft --tp N | --ep N | --pp N ...     (sft; the model split: common/model_split.hpp)
 //   --dp N     data parallel over N ranks (default 1): every rank holds the whole model and trains
 //              on its share of each step's batch; the global batch stays what --batch (r1:
 //              --sft-batch, --prompts) says and must divide by N. Gradients are summed over the
@@ -11,20 +12,26 @@
 //              of processes mpirun started.
 //   --zero S   with --dp >= 2: ZeRO stage 1 shards the AdamW state over the ranks, stage 2 also the
 //              accumulated gradients (parallel::Zero); 0 (default) replicates both.
-// When MPI starts: only when --dp > 1 or when an MPI launcher started the process (mpirun sets
-// OMPI_COMM_WORLD_SIZE; Hydra PMI_SIZE; PMIx PMIX_RANK). A plain run never touches MPI and trains
-// exactly as before; `mpirun -np 2 sft` without --dp 2 is refused rather than run as two copies
-// writing the same files; `sft --dp 2` without mpirun is refused (a world of 1). --dp 1 trains with
-// the one-process trainer (train::SingleProcess), under mpirun -np 1 or not.
+//   --tp N, --ep N, --pp N   the model split over N ranks: tensor parallel (heads and FFN width),
+//              expert parallel (an MoE model's experts; each rank trains on its share of the batch,
+//              which must divide by N, like --dp's) or pipeline parallel (consecutive layers per
+//              rank). A program offers the flags of the splits it runs (add_parallel_options'
+//              model_splits; r1 offers none yet, so its --help shows only --dp and --zero).
+// One split at a time: at most one of --dp, --tp, --ep, --pp above 1 (Ranks refuses several, naming
+// them), and its N must equal the number of processes (the messages name the flag in use).
+// When MPI starts: only when one of them is above 1 or when an MPI launcher started the process
+// (mpirun sets OMPI_COMM_WORLD_SIZE; Hydra PMI_SIZE; PMIx PMIX_RANK). A plain run never touches MPI
+// and trains exactly as before; `mpirun -np 2 sft` without --dp 2 (or another split) is refused
+// rather than run as two copies writing the same files; `sft --dp 2` without mpirun is refused (a
+// world of 1). --dp 1 trains with the one-process trainer (train::SingleProcess), under mpirun -np 1
+// or not.
 // Output: rank 0 prints (the other ranks' stdout goes to /dev/null; their stderr stays) and writes
 // metrics, reports and checkpoints (the trainers' save_checkpoint: every rank calls, rank 0 writes).
 // Exit status, the same on every rank: an option error every rank detects alike (OptionError) is
 // reported once, by rank 0, and every rank returns 1 after MPI_Finalize; any other exception ends
 // the whole job at once with MPI_Abort (status 1), naming the rank, rather than leaving the other
 // ranks waiting in a collective for it.
-// Builds without MPI (no reason::mpi target) run one process; there --dp > 1 is refused.
-// Further kinds of parallelism (--tp, --ep, --pp) are further fields of ParallelOptions, flags in
-// add_parallel_options, checks in Ranks::check and policies beside MpiDataParallel.
+// Builds without MPI (no reason::mpi target) run one process; there --dp (--tp, ...) > 1 is refused.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -34,6 +41,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -54,13 +62,53 @@
 
 namespace examples {
 
+/// The ways a run is spread over processes, one at a time: data parallel (--dp; also a run of one
+/// process) or the model split over the ranks (--tp, --ep, --pp).
+enum class Split { data, tensor, expert, pipeline };
+
 /// How the run is spread over processes.
 struct ParallelOptions {
   int dp = 1;    // data-parallel ranks (= the MPI world size)
   int zero = 0;  // with dp >= 2: ZeRO stage 0 (replicated), 1 (optimizer state sharded), 2 (+ gradients)
+  int tp = 1;    // tensor-parallel ranks: attention heads and FFN width split over them
+  int ep = 1;    // expert-parallel ranks: an MoE model's routed experts spread over them
+  int pp = 1;    // pipeline stages: consecutive layers on each rank
+
+  /// The split in use: the one whose flag is above 1 (data parallel when none is; Ranks refuses several).
+  [[nodiscard]] Split split() const {
+    return tp > 1 ? Split::tensor : ep > 1 ? Split::expert : pp > 1 ? Split::pipeline : Split::data;
+  }
+  /// The split's flag ("--dp", "--tp", "--ep", "--pp"), its ranks, and its kind ("data", "tensor",
+  /// "expert", "pipeline").
+  [[nodiscard]] const char* flag() const { return flag(split()); }
+  [[nodiscard]] int ranks() const { return ranks(split()); }
+  [[nodiscard]] const char* kind() const { return kinds[index(split())]; }
+  /// Ranks that each train on their own share of a step's batch: --dp's or --ep's (tensor-parallel
+  /// ranks and pipeline stages all see the whole batch).
+  [[nodiscard]] int data_ranks() const { return dp * ep; }
+
+  [[nodiscard]] static const char* flag(Split s) { return flags[index(s)]; }
+  [[nodiscard]] int ranks(Split s) const { return this->*member(s); }
+  [[nodiscard]] int& ranks(Split s) { return this->*member(s); }
+
+ private:
+  static int ParallelOptions::*member(Split s) {
+    switch (s) {
+      case Split::tensor: return &ParallelOptions::tp;
+      case Split::expert: return &ParallelOptions::ep;
+      case Split::pipeline: return &ParallelOptions::pp;
+      case Split::data: break;
+    }
+    return &ParallelOptions::dp;
+  }
+  static constexpr const char* flags[] = {"--dp", "--tp", "--ep", "--pp"};
+  static constexpr const char* kinds[] = {"data", "tensor", "expert", "pipeline"};
+  static constexpr int index(Split s) { return static_cast<int>(s); }
 };
 
-inline void add_parallel_options(CLI::App& app, ParallelOptions& o) {
+/// --dp and --zero, and the flags of the model splits in `model_splits`: those the program runs
+/// (sft: all three); the others stay 1 and are not offered.
+inline void add_parallel_options(CLI::App& app, ParallelOptions& o, std::initializer_list<Split> model_splits = {}) {
   app.add_option("--dp", o.dp,
                  "data-parallel ranks: start the run with `mpirun -np N` and pass --dp N (the global batch is split "
                  "over the ranks)")
@@ -70,6 +118,19 @@ inline void add_parallel_options(CLI::App& app, ParallelOptions& o) {
                  "with --dp >= 2: ZeRO stage 1 shards the optimizer state over the ranks, 2 also the gradients")
       ->check(CLI::IsMember({0, 1, 2}))
       ->capture_default_str();
+  static constexpr const char* help[] = {
+      nullptr,
+      "tensor-parallel ranks: `mpirun -np N` with --tp N splits attention heads and FFN width over them (dense "
+      "models, multi_head / sliding_window / top_k attention); every rank trains on the whole batch",
+      "expert-parallel ranks: `mpirun -np N` with --ep N spreads an MoE model's routed experts over them; each rank "
+      "trains on its share of the batch",
+      "pipeline stages: `mpirun -np N` with --pp N puts consecutive layers on each rank (dense models); each step's "
+      "micro-batches run in the 1F1B schedule"};
+  for (Split s : model_splits)
+    if (s != Split::data)  // (--dp is above)
+      app.add_option(ParallelOptions::flag(s), o.ranks(s), help[static_cast<int>(s)])
+          ->check(CLI::PositiveNumber)
+          ->capture_default_str();
 }
 
 /// An error every rank raises alike, before any collective (an option check): rank 0 reports it
@@ -207,7 +268,7 @@ class Ranks {
  public:
   Ranks(const ParallelOptions& o, const char* program) : options_(o), program_(program) {
 #if REASON_WITH_MPI
-    if (o.dp > 1 || under_mpi_launcher()) {
+    if (o.ranks() > 1 || under_mpi_launcher()) {  // (ranks() > 1: any of --dp, --tp, --ep, --pp is)
       session_.emplace();
       world_.emplace(reason::parallel::MpiCommunicator::world());
       rank_ = world_->rank();
@@ -227,12 +288,15 @@ class Ranks {
   [[nodiscard]] bool writer() const { return rank_ == 0; }
   [[nodiscard]] const ParallelOptions& options() const { return options_; }
 
-  /// `global` rows split over the ranks: this rank's count; an OptionError naming `flag` when they do not divide.
+  /// `global` rows split over the ranks that each train on their own data (--dp's, --ep's; under
+  /// --tp and --pp every rank has all of them): this rank's count; an OptionError naming `flag` when
+  /// they do not divide.
   [[nodiscard]] reason::index_t share(reason::index_t global, const char* flag) const {
-    if (global % size_ != 0)
-      option_error(program_, ": ", flag, " ", global, " does not split over --dp ", size_, " ranks (choose a multiple of ",
-                   size_, ")");
-    return global / size_;
+    const int n = options_.data_ranks();
+    if (global % n != 0)
+      option_error(program_, ": ", flag, " ", global, " does not split over ", options_.flag(), " ", n,
+                   " ranks (choose a multiple of ", n, ")");
+    return global / n;
   }
 
   /// True on every rank when `flag` is true on any (an all-reduce when there are several ranks).
@@ -248,8 +312,14 @@ class Ranks {
   }
 
 #if REASON_WITH_MPI
-  /// The trainers' policy when size() > 1.
-  [[nodiscard]] MpiDataParallel policy() { return MpiDataParallel{&*world_, options_.zero}; }
+  /// The trainers' policy of a data-parallel run (size() > 1 and --dp; a model split's:
+  /// examples/common/model_split.hpp).
+  [[nodiscard]] MpiDataParallel policy() { return MpiDataParallel{&world(), options_.zero}; }
+  /// MPI's world (size() > 1, or under a launcher).
+  [[nodiscard]] reason::parallel::MpiCommunicator& world() {
+    REASON_CHECK(world_.has_value(), program_, ": MPI did not start (one process)");
+    return *world_;
+  }
 #endif
 
   /// Runs body(*this) after the option checks and returns its exit status, the same on every rank:
@@ -281,17 +351,29 @@ class Ranks {
  private:
   /// The options against the processes there are (the same verdict on every rank).
   void check() const {
+    // One split at a time (the library's model splits, and these examples, take one kind per run).
+    std::string given;  // "--dp 2 and --tp 2"
+    int splits = 0;
+    for (Split s : {Split::data, Split::tensor, Split::expert, Split::pipeline}) {
+      if (options_.ranks(s) == 1) continue;
+      given += (splits++ == 0 ? "" : " and ") + std::string(ParallelOptions::flag(s)) + " " +
+               std::to_string(options_.ranks(s));
+    }
+    if (splits > 1)
+      option_error(program_, ": ", given, " given together; a run is split one way at a time: keep one of them");
+    const char* flag = options_.flag();  // the split in use (--dp when none is)
+    const int n = options_.ranks();
 #if REASON_WITH_MPI
-    if (options_.dp != size_) {
+    if (n != size_) {
       if (size_ == 1)
-        option_error(program_, ": --dp ", options_.dp, " needs ", options_.dp, " processes; start it with `mpirun -np ",
-                     options_.dp, " ", program_, " --dp ", options_.dp, " ...`");
-      option_error(program_, ": started as ", size_, " processes but --dp is ", options_.dp, "; pass --dp ", size_,
-                   " (data parallel over every process)");
+        option_error(program_, ": ", flag, " ", n, " needs ", n, " processes; start it with `mpirun -np ", n, " ",
+                     program_, " ", flag, " ", n, " ...`");
+      option_error(program_, ": started as ", size_, " processes but ", flag, " is ", n, "; pass ", flag, " ", size_,
+                   " (", options_.kind(), " parallel over every process)");
     }
 #else
-    if (options_.dp > 1 || launched_ > 1)
-      option_error(program_, ": ", options_.dp > 1 ? "--dp > 1" : "a run under mpirun",
+    if (n > 1 || launched_ > 1)
+      option_error(program_, ": ", n > 1 ? std::string(flag) + " > 1" : std::string("a run under mpirun"),
                    " needs MPI, and this build has none (install libopenmpi-dev openmpi-bin and configure again)");
 #endif
     if (options_.zero != 0 && options_.dp < 2)

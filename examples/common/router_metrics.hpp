@@ -10,14 +10,18 @@
 // included: the model routes every row), max_over_mean is the busiest expert's load over the mean (1:
 // even), dropped_fraction the share of assignments over capacity, and aux_loss the mean over the
 // step's forwards of the balancing loss (alpha included; 0 without one). Dense models add nothing.
+// When every rank trains on its own tokens (--dp, --ep) the step's statistics are summed over the
+// ranks first (sum_router_stats), so rank 0's line describes the whole batch, as one process's does.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "reason/core/error.hpp"
 #include "reason/io/jsonl.hpp"
 #include "reason/moe/router_stats.hpp"
 
@@ -92,6 +96,39 @@ inline void add_router_fields(reason::io::Json& row, const std::vector<reason::m
   }
   row["router"] = std::move(layers);
   row["router_max_over_mean"] = worst;
+}
+
+/// Sums a step's router statistics over the ranks that each trained on their own tokens (data or
+/// expert parallel), so that they describe the whole batch: every rank calls it with the statistics
+/// of the same MoE layers, `experts` wide (a layer no forward touched is empty; it stays so unless
+/// another rank's is not). sum(std::span<double>) is the all-reduce (sum) over the ranks. Loads and
+/// kept counts add up to the whole batch's; aux_loss and forwards add up too, so mean_aux_loss() is
+/// the mean over every rank's forwards.
+template <class Sum>
+void sum_router_stats(std::vector<reason::moe::RouterStats>& stats, std::size_t experts, Sum&& sum) {
+  const std::size_t per_layer = 2 * experts + 2;  // load, kept, aux_loss, forwards
+  std::vector<double> flat(stats.size() * per_layer, 0.0);
+  for (std::size_t i = 0; i < stats.size(); ++i) {
+    const reason::moe::RouterStats& s = stats[i];
+    if (s.load.empty()) continue;
+    REASON_CHECK(s.load.size() == experts && s.kept.size() == experts, "sum_router_stats: layer ", i, " has ",
+                 s.load.size(), " experts, expected ", experts);
+    double* f = flat.data() + i * per_layer;
+    std::copy(s.load.begin(), s.load.end(), f);
+    std::copy(s.kept.begin(), s.kept.end(), f + experts);
+    f[2 * experts] = s.aux_loss;
+    f[2 * experts + 1] = static_cast<double>(s.forwards);  // (exact: far below 2^53)
+  }
+  sum(std::span<double>(flat));
+  for (std::size_t i = 0; i < stats.size(); ++i) {
+    const double* f = flat.data() + i * per_layer;
+    reason::moe::RouterStats& s = stats[i];
+    s.forwards = static_cast<std::int64_t>(f[2 * experts + 1]);
+    if (s.forwards == 0) continue;  // no rank ran this layer's router
+    s.load.assign(f, f + experts);
+    s.kept.assign(f + experts, f + 2 * experts);
+    s.aux_loss = f[2 * experts];
+  }
 }
 
 /// Router statistics as a JSON string and back, exactly (integers and shortest round-trip doubles):

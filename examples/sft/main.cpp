@@ -24,7 +24,25 @@
 // ranks, each on --batch / N sequences of every micro-batch (the global batch and the run stay
 // those of `sft`: the same data, the loss over every rank's tokens, the same steps up to rounding);
 // rank 0 prints and writes, and evaluates the held-out set at the end. A data-parallel run stops
-// (Ctrl-C, --stop-after) between steps only and resumes with the same --dp.
+// (Ctrl-C, --stop-after) between steps only; its checkpoint records the global batch, so any --dp
+// that splits the same --batch resumes it, one process included. MoE builds too: the
+// gates balance on every rank's expert load, and the metrics' router statistics are summed over
+// the ranks (the whole batch's).
+// The model split on the CPU, one way per run (examples/common/model_split.hpp):
+//   mpirun -np N sft --tp N       tensor parallel: each rank holds heads / N of every attention and
+//                                 ffn / N of every FFN, and trains on the whole batch (dense builds;
+//                                 multi_head, sliding_window or top_k attention)
+//   mpirun -np N sft_moe --ep N   expert parallel: each rank holds 8 / N of each MoE layer's experts
+//                                 and trains on --batch / N sequences (MoE builds)
+//   mpirun -np N sft --pp N       pipeline parallel: each rank a stage of consecutive layers, every
+//                                 step's micro-batches in the 1F1B schedule (dense builds; use
+//                                 --micro-batches > 1 to fill the pipeline)
+// Each prints a line about rank 0's share (parameter and optimizer-state bytes, its experts or
+// layers), trains to the losses of one process up to rounding, stops between steps only, and writes
+// checkpoints of the unsplit model (every rank's share gathered: one process resumes them). At the
+// end every rank gathers the parameters and rank 0 evaluates them with the unsplit model. What a
+// build cannot split (and numbers that do not divide over the ranks) is refused before training;
+// --stop-micro and --device cuda take no split.
 // examples/common/parallel_options.hpp says when MPI starts and how the ranks agree on errors.
 #include <CLI/CLI.hpp>
 
@@ -35,10 +53,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
-#include <type_traits>
 
 #include "common/attention_choice.hpp"
 #include "common/ffn_choice.hpp"
+#include "common/model_split.hpp"
 #include "common/parallel_options.hpp"
 #include "sft/sft_run.hpp"
 
@@ -52,13 +70,17 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop = true; }
 
 /// Trains and evaluates model `M` (this build's host model, or the CUDA model) with the options'
-/// data, on this process (Par = train::SingleProcess) or as one rank of a data-parallel run.
+/// data, on this process (Par = train::SingleProcess) or as one rank of a run over several: data
+/// parallel (examples::MpiDataParallel) or the model split over the ranks (`sharding` and the
+/// matching policy: examples/common/model_split.hpp).
 template <class M, class Par = train::SingleProcess>
-int train_and_evaluate(const sft::Options& o, examples::Ranks& ranks, const Par& parallel = {}) {
+int train_and_evaluate(const sft::Options& o, examples::Ranks& ranks, const Par& parallel = {},
+                       model::Sharding<typename M::T> sharding = {}) {
   namespace fs = std::filesystem;
+  using Run = sft::Run<M, examples::FfnChoice, Par>;
   const sft::Data data(o, ranks.rank());
   if (ranks.writer()) data::write_problems_jsonl(fs::path(o.out) / "heldout.jsonl", data.held_out.problems);
-  sft::Run<M, examples::FfnChoice, Par> run(o, parallel);
+  Run run(o, parallel, sharding);
 
   const fs::path ckpt = fs::path(o.out) / "checkpoint.safetensors";
   // The held-out set decides which problems training avoids: part of the run's identity. (The
@@ -83,7 +105,9 @@ int train_and_evaluate(const sft::Options& o, examples::Ranks& ranks, const Par&
   std::printf("built with REASON_EXAMPLE_FFN=%s: %s\n", examples::FfnChoice::name, examples::FfnChoice::detail);
   run.print_model();
   sft::print_training(o, data);
-  if constexpr (!std::is_same_v<Par, train::SingleProcess>) {
+  if constexpr (Run::split) {
+    std::printf("%s\n", examples::split_summary(run.net(), run.trainer().buffers()).c_str());
+  } else if constexpr (Run::distributed) {
     const std::size_t state = run.trainer().buffers().optimizer_state_bytes();
     std::printf("data parallel: %d ranks x %lld sequences per micro-batch, %s; optimizer state %zu bytes on rank 0 "
                 "(of %zu)\n",
@@ -103,35 +127,39 @@ int train_and_evaluate(const sft::Options& o, examples::Ranks& ranks, const Par&
   const auto t0 = std::chrono::steady_clock::now();
   const auto stop = [&] { return ranks.any(g_stop.load()); };  // every rank stops at the same step
   if (!run.train(data, metrics ? &*metrics : nullptr, ckpt, extra, stop).finished) return 0;
-  if (!ranks.writer()) return 0;  // rank 0 evaluates
+  // Rank 0 evaluates: a split model once every rank has gathered its parameters whole (a collective).
+  std::optional<sft::Evaluation> evaluation;
+  if constexpr (Run::split) {
+    const auto whole = run.gather_params();
+    if (ranks.writer()) evaluation = run.evaluate(data.held_out, whole);
+  } else if (ranks.writer()) {
+    evaluation = run.evaluate(data.held_out);
+  }
+  if (!evaluation) return 0;
   // Dense builds' metrics lines stay as they were; MoE builds tag their evaluation with the FFN variant.
-  sft::report(run.evaluate(data.held_out), o.out, *metrics, examples::AttentionChoice::name,
+  sft::report(*evaluation, o.out, *metrics, examples::AttentionChoice::name,
               Net::routed ? examples::FfnChoice::name : "");
   std::printf("total time %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
 }
 
-/// This build's host model on this process, or data parallel over the MPI world (a template so
-/// that an MoE build does not compile the data-parallel run it refuses).
-template <class M = Net>
+/// This build's host model on this process, data parallel over the MPI world, or split over it
+/// (--tp, --ep, --pp: what the build cannot split is refused first, on every rank alike).
 int train_on_host(const sft::Options& o, examples::Ranks& ranks) {
-  if (ranks.size() == 1) return train_and_evaluate<M>(o, ranks);
-#if REASON_WITH_MPI
-  if constexpr (M::routed)
-    examples::option_error("sft: --dp > 1 with an MoE model (REASON_EXAMPLE_FFN=", examples::FfnChoice::name,
-                           "): each rank's gates would balance on its own expert load and the replicas drift apart; "
-                           "data parallelism trains the dense builds");
-  else
-    return train_and_evaluate<M>(o, ranks, ranks.policy());
-#endif
-  fail("sft: unreachable: several ranks without MPI");
+  examples::check_model_split<Net>(o.parallel, examples::with_ffn<examples::FfnChoice>(sft::model_config(o)), "sft");
+  return examples::run_split<Net>(ranks, [&]<class Par>(const Par& parallel, model::Sharding<float> sharding) {
+    return train_and_evaluate<Net>(o, ranks, parallel, sharding);
+  });
 }
 
 /// --device cuda: the CUDA model of this build's (dense, multi_head) configuration.
 int train_and_evaluate_on_gpu(const sft::Options& o, examples::Ranks& ranks) {
-  if (ranks.size() > 1)
-    examples::option_error("sft: --dp > 1 trains on the CPU (MPI); data parallelism on GPUs needs NCCL and is not "
-                           "written for the examples yet");
+  if (ranks.size() > 1) {
+    const examples::ParallelOptions& p = o.parallel;
+    examples::option_error("sft: ", p.flag(), " > 1 trains on the CPU (MPI); ", p.kind(), " parallelism on GPUs ",
+                           p.split() == examples::Split::data ? "needs NCCL and " : "",
+                           "is not written for the examples yet");
+  }
 #if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
   static_assert(Net::head_dim == 32 && !Net::routed, "sft: the CUDA build of sft is the dense multi_head model");
   if (o.precision == "bf16") return train_and_evaluate<gpu::DenseTransformer<32, precision::Bf16>>(o, ranks);
@@ -158,15 +186,17 @@ int main(int argc, char** argv) try {
   app.add_option("--stop-micro", o.stop_micro,
                  "with --stop-after: stop that many micro-batches into the next step instead (mid-accumulation)")
       ->check(CLI::NonNegativeNumber);
-  examples::add_parallel_options(app, o.parallel);
+  examples::add_parallel_options(app, o.parallel,
+                                 {examples::Split::tensor, examples::Split::expert, examples::Split::pipeline});
   CLI11_PARSE(app, argc, argv);
 
-  examples::Ranks ranks(o.parallel, "sft");  // MPI starts here when --dp > 1 or under mpirun
+  examples::Ranks ranks(o.parallel, "sft");  // MPI starts here when --dp/--tp/--ep/--pp > 1 or under mpirun
   return ranks.run([&](examples::Ranks& r) {
     if (o.stop_micro >= o.micro_batches)
       examples::option_error("sft: --stop-micro ", o.stop_micro, " must be below --micro-batches ", o.micro_batches);
     if (o.stop_micro > 0 && r.size() > 1)
-      examples::option_error("sft: --stop-micro needs --dp 1: a data-parallel run stops between steps");
+      examples::option_error("sft: --stop-micro needs ", o.parallel.flag(), " 1: a ", o.parallel.kind(),
+                             "-parallel run stops between steps");
     (void)r.share(o.batch, "--batch");
     if (o.device != "cuda" && o.precision != "fp32")
       examples::option_error("sft: --precision ", o.precision, " needs --device cuda (the host computes in fp32)");

@@ -6,6 +6,10 @@
 // attention policy, with the dense FFN, on the same data and seed. Under `mpirun -np N sft --dp N`
 // (examples/common/parallel_options.hpp) the trainer's parallelism policy is Par (data parallel,
 // ZeRO-1/2) and each rank trains on its share of every micro-batch (Options::parallel.dp ranks).
+// Under --tp, --ep or --pp (examples/common/model_split.hpp) the model is this rank's share, built
+// with the sharding Run is given, and Par the split's policy: tensor-parallel ranks and pipeline
+// stages draw the whole batch, expert-parallel ranks their share; a split model is evaluated by
+// the unsplit model on its gathered parameters.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -42,6 +46,7 @@
 #include "reason/model/transformer.hpp"
 #include "reason/norm/rmsnorm.hpp"
 #include "reason/optim/adamw.hpp"
+#include "reason/parallel/communicator.hpp"
 #include "reason/train/checkpoint.hpp"
 #include "reason/train/progress.hpp"
 #include "reason/train/trainer.hpp"
@@ -82,7 +87,8 @@ struct Options {
   std::int64_t stop_after = -1;  // simulate an interruption: checkpoint and exit after this many steps
   int stop_micro = 0;            // ... and this many micro-batches of the next step (mid-accumulation)
   std::int64_t log_every = 50;
-  // processes (sft's --dp, --zero; examples/common/parallel_options.hpp): batch is the global one
+  // processes (sft's --dp, --zero, --tp, --ep, --pp; examples/common/parallel_options.hpp): batch is
+  // the global one
   examples::ParallelOptions parallel;
 };
 
@@ -121,12 +127,12 @@ inline model::Config model_config(const Options& o) {
           .max_seq_len = o.seq};
 }
 
-/// The trainer's config; under data parallelism its batch is one rank's share of o.batch.
+/// The trainer's config; under data or expert parallelism its batch is one rank's share of o.batch.
 inline train::TrainConfig train_config(const Options& o) {
   train::TrainConfig tc;
   tc.total_steps = o.steps;
   tc.micro_batches = o.micro_batches;
-  tc.batch = o.batch / o.parallel.dp;
+  tc.batch = o.batch / o.parallel.data_ranks();
   tc.seq = o.seq;
   tc.max_grad_norm = o.clip;
   tc.schedule = {.peak_lr = o.lr, .min_lr = o.min_lr, .warmup_steps = o.warmup, .total_steps = o.steps};
@@ -137,7 +143,8 @@ inline train::TrainConfig train_config(const Options& o) {
 /// The run's data: a held-out set first, then training problems that avoid it, drawn per (step,
 /// micro) from a counter-based stream so the batches are a pure function of the position in the
 /// run — and independent of the model, so every attention variant sees the same batches. `source`
-/// gives rank `rank`'s rows of every micro-batch of o.batch sequences (all of them on one process).
+/// gives rank `rank`'s rows of every micro-batch of o.batch sequences (all of them on one process,
+/// and on every tensor-parallel rank and pipeline stage).
 /// (Not copyable: the sampler and the source refer to the members before them.)
 class Data {
  public:
@@ -149,7 +156,7 @@ class Data {
         source(examples::batch_share(
             data::sft_source(sampler, curriculum,
                              {.seed = o.seed, .batch = o.batch, .micro_batches = o.micro_batches, .max_seq = o.seq}),
-            rank, o.parallel.dp)) {}
+            rank, o.parallel.data_ranks())) {}
   Data(const Data&) = delete;
   Data& operator=(const Data&) = delete;
 
@@ -208,23 +215,37 @@ inline void print_training(const Options& o, const Data& d) {
 
 /// One model trained and evaluated by the SFT recipe: `Net` is NetWith<Attention, FfnVariant>, and
 /// FfnVariant's numbers (expert width, dense layers) complete the model config. Par: the trainer's
-/// parallelism policy (one process, or examples::MpiDataParallel: every rank runs the same Run).
+/// parallelism policy (one process; examples::MpiDataParallel; or a split model's
+/// parallel::TensorParallel / ExpertParallel / Pipeline, with the model built with `sharding` over
+/// the same ranks: examples/common/model_split.hpp). Under several ranks every rank runs the same Run.
 template <class Net, class FfnVariant = examples::ffn_variants::dense, class Par = train::SingleProcess>
 class Run {
   static_assert(std::is_same_v<typename Net::ffn_policy, typename FfnVariant::type>,
                 "sft::Run<Net, FfnVariant>: Net's feed-forward policy is not FfnVariant's");
 
  public:
-  explicit Run(const Options& o, const Par& parallel = {})
-      : o_(o),
-        net_(examples::with_ffn<FfnVariant>(model_config(o))),
-        trainer_(net_, Optimizer{.config = {.weight_decay = o.weight_decay}}, train_config(o), parallel) {}
-  Run(const Run&) = delete;
-  Run& operator=(const Run&) = delete;
-
+  using T = typename Net::T;
   using Trainer = train::Trainer<Net, Optimizer, Par>;
   /// Several ranks: each step's statistics are over all of them; checkpoints only between steps.
   static constexpr bool distributed = !std::is_same_v<Par, train::SingleProcess>;
+  /// The model is split over the ranks (each holds a share of it; see evaluate()).
+  static constexpr bool split = requires { Trainer::Buffers::model_parallel; };
+  /// Every rank trains on its own share of the batch (data or expert parallel).
+  static constexpr bool own_data = requires(typename Trainer::Buffers& b, std::span<double> v) {
+    b.sum_across_ranks(v);
+  };
+
+  explicit Run(const Options& o, const Par& parallel = {}, model::Sharding<T> sharding = {})
+      : o_(o),
+        parallel_(parallel),
+        net_(make_net(examples::with_ffn<FfnVariant>(model_config(o)), sharding)),
+        trainer_(net_, Optimizer{.config = {.weight_decay = o.weight_decay}}, train_config(o), parallel) {
+    if constexpr (split) whole_.emplace(net_.config());
+  }
+  Run(const Run&) = delete;
+  Run& operator=(const Run&) = delete;
+
+  /// The model this rank trains (a split model: this rank's share).
   [[nodiscard]] const Net& net() const { return net_; }
   [[nodiscard]] Trainer& trainer() { return trainer_; }
 
@@ -239,18 +260,18 @@ class Run {
     }
   }
 
-  /// The decode cache of one sequence of max_seq_len tokens, every layer.
-  [[nodiscard]] std::size_t cache_bytes_per_sequence() const {
-    return net_.make_decode_state(1, net_.config().max_seq_len).cache_bytes();
-  }
+  /// The decode cache of one sequence of max_seq_len tokens, every layer (a split model: the whole model's).
+  [[nodiscard]] std::size_t cache_bytes_per_sequence() const { return cache_bytes(whole_model()); }
 
+  /// The model's description (a split model: the whole model's, as one process has it).
   void print_model() const {
-    const model::Config& mc = net_.config();
+    const Net& net = whole_model();
+    const model::Config& mc = net.config();
     std::printf("model: %lld layers, width %lld, %lld heads (%lld kv), head_dim %d, ffn %lld, vocab %lld: %zu parameters\n",
                 static_cast<long long>(mc.num_layers), static_cast<long long>(mc.hidden_size),
                 static_cast<long long>(mc.num_heads), static_cast<long long>(mc.num_kv_heads), Net::head_dim,
-                static_cast<long long>(mc.intermediate_size), static_cast<long long>(mc.vocab_size), net_.num_params());
-    const std::size_t cache = cache_bytes_per_sequence();
+                static_cast<long long>(mc.intermediate_size), static_cast<long long>(mc.vocab_size), net.num_params());
+    const std::size_t cache = cache_bytes(net);
     std::printf("attention: %s; decode cache %zu bytes per sequence of %lld tokens (%.0f per token)\n",
                 Net::attention_signature().c_str(), cache, static_cast<long long>(mc.max_seq_len),
                 static_cast<double>(cache) / static_cast<double>(mc.max_seq_len));
@@ -259,14 +280,15 @@ class Run {
       std::printf("backend: CUDA, precision %s (fp32 master weights, gradients and AdamW state)\n",
                   Net::precision_policy::name);
     if constexpr (Net::routed)
-      std::printf("parameters: %zu in all, %zu active per token\n", net_.num_params(), examples::active_params(net_));
+      std::printf("parameters: %zu in all, %zu active per token\n", net.num_params(), examples::active_params(net));
   }
 
   /// Trains to the last step, writing a metrics line per step (when `metrics` is given: rank 0)
   /// and a checkpoint every o.checkpoint_every steps and at the end. Stops early — checkpoint
-  /// written, finished = false — when stop() says so or after o.stop_after steps. Data parallel:
+  /// written, finished = false — when stop() says so or after o.stop_after steps. Several ranks:
   /// stop() is asked once per step on every rank (it must agree over them: examples::Ranks::any)
-  /// and a run stops between steps only (a rank's accumulated gradients are its own).
+  /// and a run stops between steps only (a rank's accumulated gradients are its own, or its part).
+  /// Data- and expert-parallel MoE runs sum each step's router statistics over the ranks.
   Trained train(const Data& d, io::JsonlWriter* metrics, const std::filesystem::path& ckpt,
                 const io::SafetensorsMetadata& extra, const std::function<bool()>& stop = {}) {
     auto stopping = [&] { return stop && stop(); };
@@ -291,6 +313,12 @@ class Run {
       std::string progress_extra = stage;
       if constexpr (Net::routed) {
         router = net_.take_router_stats();
+        if constexpr (own_data) {  // each rank routed its own tokens: the whole batch's statistics are the sum
+          const auto experts = static_cast<std::size_t>(Net::ffn_policy::experts);
+          examples::sum_router_stats(router, experts, [&](std::span<double> v) {
+            parallel_.comm->all_reduce(v, parallel::ReduceOp::sum);
+          });
+        }
         if (!router_carried_.empty()) {  // the step began before a resume: its first micro-batches
           for (std::size_t i = 0; i < router.size(); ++i) router_carried_[i].add(router[i]);
           router = std::move(router_carried_);
@@ -349,8 +377,56 @@ class Run {
     return t;
   }
 
-  /// Greedy decoding (with the KV cache) of every held-out problem, exact match of the <answer>.
-  [[nodiscard]] Evaluation evaluate(const data::HeldOut& held_out) const {
+  /// Greedy decoding (with the KV cache) of every held-out problem, exact match of the <answer>, by
+  /// this process's model (one process; data parallel: every rank's replica is the same).
+  [[nodiscard]] Evaluation evaluate(const data::HeldOut& held_out) const
+    requires(!split)
+  {
+    return evaluate(net_, trainer_.model_params(), held_out);
+  }
+
+  /// A split model's parameters assembled whole from every rank's share, bit for bit what a
+  /// checkpoint holds (a collective: every rank calls it).
+  [[nodiscard]] std::vector<T> gather_params() const
+    requires split
+  {
+    return trainer_.buffers().gather_full();
+  }
+  /// The same evaluation by the unsplit model of the same config with `whole` = gather_params(), on
+  /// one rank (greedy decoding of the split model would need every rank in lockstep).
+  [[nodiscard]] Evaluation evaluate(const data::HeldOut& held_out, std::span<const T> whole) const
+    requires split
+  {
+    REASON_CHECK(whole.size() == whole_model().num_params(), "sft::Run::evaluate: ", whole.size(),
+                 " parameters, the unsplit model has ", whole_model().num_params());
+    return evaluate(whole_model(), whole.data(), held_out);
+  }
+
+ private:
+  static constexpr const char* router_partial_key = "router.partial";
+
+  static Net make_net(const model::Config& c, model::Sharding<T> sharding) {
+    if constexpr (split) {
+      return Net(c, sharding);
+    } else {
+      REASON_CHECK(sharding.tensor == nullptr && sharding.expert == nullptr && sharding.pipeline == nullptr,
+                   "sft::Run: a model sharding needs a split-model policy (TensorParallel, ExpertParallel, Pipeline)");
+      return Net(c);
+    }
+  }
+  /// The model unsplit: net_ itself, or for a split model one of the same config (its description;
+  /// the evaluation of the gathered parameters).
+  [[nodiscard]] const Net& whole_model() const {
+    if constexpr (split)
+      return *whole_;
+    else
+      return net_;
+  }
+  static std::size_t cache_bytes(const Net& net) {
+    return net.make_decode_state(1, net.config().max_seq_len).cache_bytes();
+  }
+  /// Greedy decoding of every held-out problem by `net` with `params`.
+  Evaluation evaluate(const Net& net, const T* params, const data::HeldOut& held_out) const {
     const auto t0 = std::chrono::steady_clock::now();
     Evaluation e;
     const std::size_t eval_batch = 128;
@@ -359,8 +435,7 @@ class Run {
       const std::size_t last = std::min(problems.size(), first + eval_batch);
       std::vector<std::vector<std::int32_t>> prompts;
       for (std::size_t i = first; i < last; ++i) prompts.push_back(data::prompt_tokens(problems[i]));
-      const auto completions = infer::generate_greedy(net_, trainer_.model_params(), std::span(prompts), o_.seq,
-                                                      data::Tokenizer::eos);
+      const auto completions = infer::generate_greedy(net, params, std::span(prompts), o_.seq, data::Tokenizer::eos);
       for (std::size_t i = first; i < last; ++i) {
         const data::Problem& p = problems[i];
         const auto& c = completions[i - first];
@@ -378,11 +453,11 @@ class Run {
     return e;
   }
 
- private:
-  static constexpr const char* router_partial_key = "router.partial";
   Options o_;
+  Par parallel_;  // (its communicator sums the router statistics of data- and expert-parallel runs)
   Net net_;
   Trainer trainer_;
+  std::optional<Net> whole_;  // a split model: the unsplit one (whole_model())
   std::vector<moe::RouterStats> router_carried_;  // MoE models: the current step's statistics before a resume
 };
 
