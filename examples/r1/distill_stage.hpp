@@ -18,8 +18,8 @@
 
 namespace r1 {
 
-template <class Net, class StudentNet, class Par>
-std::vector<float> Pipeline<Net, StudentNet, Par>::run_distill(const model::Config& tc, const model::Config& sc,
+template <class Net, class StudentNet, class Par, class StudentPar>
+std::vector<float> Pipeline<Net, StudentNet, Par, StudentPar>::run_distill(const model::Config& tc, const model::Config& sc,
                                                 const std::vector<float>& teacher) {
   // This loop runs its own optimizer step and no balance_experts(): a routed student would need
   // snet.balance_experts(params) after opt.step (train::Trainer and rl::GrpoTrainer do it themselves).
@@ -34,10 +34,10 @@ std::vector<float> Pipeline<Net, StudentNet, Par>::run_distill(const model::Conf
   // The student's parameters, gradients and AdamW state: on the host, or on the GPU for a CUDA
   // model (train/train_buffers.hpp), as the parallelism policy makes them; the teacher's
   // parameters where the teacher reads them.
-  using Buffers = typename Par::template buffers<StudentNet, float, Optimizer>;
+  using Buffers = typename StudentPar::template buffers<StudentNet, float, Optimizer>;
   std::vector<float> init(snet.num_params());
   snet.layout().initialize(std::span<float>(init), o_.seed + 1);
-  Buffers student = par_.template make_buffers<Optimizer>(snet, std::span<const float>(init), /*with_reference=*/false);
+  Buffers student = student_par_.template make_buffers<Optimizer>(snet, std::span<const float>(init), /*with_reference=*/false);
   const examples::ModelParams<Net> teacher_params(tnet, teacher);
   const Optimizer opt{.config = {.weight_decay = 0.05}};
   const train::CosineSchedule schedule{.peak_lr = o_.sft_lr,

@@ -34,6 +34,10 @@
 // questions (each rank samples, scores and trains its own groups; rl/grpo_trainer.hpp), with the
 // loss over every rank's tokens and the gradients summed; rank 0 alone evaluates, quantizes,
 // prints and writes. Without --dp the run is the one-process run, unchanged.
+// Tensor parallel: `mpirun -np N r1 --tp N` splits the policy's attention heads and FFN units over
+// the ranks (Megatron) in SFT and GRPO — every rank works on every row, and GRPO's rollouts are the
+// same on every rank (rl/grpo_trainer.hpp); the stages hand on the gathered unsplit weights, and the
+// small student trains data parallel over the same ranks. Dense builds with q/k/v attention only.
 // examples/common/parallel_options.hpp says when MPI starts and how the ranks agree on errors.
 #include <CLI/CLI.hpp>
 
@@ -46,6 +50,7 @@
 #include <vector>
 
 #include "common/backend_options.hpp"
+#include "common/model_split.hpp"
 #include "common/parallel_options.hpp"
 #include "pipeline.hpp"
 
@@ -56,8 +61,9 @@ namespace {
 /// --device cuda: the pipeline with the CUDA model of this build's (dense, multi_head) configuration.
 int run_on_gpu(const r1::Options& o, examples::Ranks& ranks) {
   if (ranks.size() > 1)
-    examples::option_error("r1: --dp > 1 trains on the CPU (MPI); data parallelism on GPUs needs NCCL and is not "
-                           "written for the examples yet");
+    examples::option_error("r1: ", o.parallel.flag(), " ", o.parallel.ranks(), " trains on the CPU (MPI); the examples "
+                           "do not yet run several GPUs (data parallelism over NCCL is in the library: "
+                           "parallel::DataParallel<parallel::NcclCommunicator>)");
 #if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
   static_assert(r1::HostNet::head_dim == 32 && !r1::HostNet::routed, "r1: the CUDA build is the dense multi_head model");
   static_assert(std::is_same_v<r1::HostNet, r1::HostStudentNet>, "r1: the CUDA build's policy and student are dense");
@@ -76,8 +82,9 @@ int run_on_gpu(const r1::Options& o, examples::Ranks& ranks) {
 #endif
 }
 
-/// The host pipeline on this process, or data parallel over the MPI world (an MoE policy's gates
-/// balance on the expert load of every rank's tokens: train::balance_experts).
+/// The host pipeline on this process, data parallel over the MPI world (an MoE policy's gates
+/// balance on the expert load of every rank's tokens: train::balance_experts), or with the policy
+/// tensor parallel over it (--tp; the student then trains data parallel over the same ranks).
 template <class Policy = r1::HostNet>
 int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
   if (o.precision != "fp32")
@@ -85,10 +92,25 @@ int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
   if (ranks.size() == 1) return r1::Pipeline<Policy, r1::HostStudentNet>(o, ranks).run();
   const r1::Stage from = r1::stage_of(o.from), until = r1::stage_of(o.until);
   auto runs = [&](r1::Stage s) { return s >= from && s <= until; };
-  if (runs(r1::Stage::sft) || runs(r1::Stage::distill)) (void)ranks.share(o.sft_batch, "--sft-batch");
+  if (runs(r1::Stage::sft)) (void)ranks.share(o.sft_batch, "--sft-batch");  // over the data-parallel ranks
   if (runs(r1::Stage::grpo)) (void)ranks.share(o.prompts, "--prompts");
+  if (runs(r1::Stage::distill) && o.sft_batch % ranks.size() != 0)  // the student: data parallel over every rank
+    examples::option_error("r1: --sft-batch ", o.sft_batch, " does not split over the ", ranks.size(),
+                           " ranks the student trains on (choose a multiple of ", ranks.size(), ")");
 #if REASON_WITH_MPI
-  return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, ranks.policy()).run();
+  using Comm = parallel::MpiCommunicator;
+  const examples::MpiDataParallel data_parallel = ranks.policy();
+  if (o.parallel.split() == examples::Split::tensor) {
+    examples::check_model_split<Policy>(o.parallel, r1::policy_config(o.teacher, o.seq), "r1");
+    if constexpr (examples::can_split<Policy>(examples::Split::tensor)) {
+      parallel::ShardGroupOf<Comm, float> group(ranks.world());  // the policy's collectives, until the run ends
+      return r1::Pipeline<Policy, r1::HostStudentNet, parallel::TensorParallel<Comm>, examples::MpiDataParallel>(
+                 o, ranks, parallel::TensorParallel<Comm>(ranks.world()), {.tensor = &group}, data_parallel)
+          .run();
+    }
+  }
+  return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, data_parallel, {}, data_parallel)
+      .run();
 #endif
   fail("r1: unreachable: several ranks without MPI");
 }
@@ -147,11 +169,11 @@ int main(int argc, char** argv) try {
   app.add_option("--distill-alpha", o.distill_alpha, "weight of the teacher's soft targets (1 - alpha on its tokens)")
       ->capture_default_str();
   app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
-  examples::add_parallel_options(app, o.parallel);
+  examples::add_parallel_options(app, o.parallel, {examples::Split::tensor});
   CLI11_PARSE(app, argc, argv);
   o.student.heads = std::max<index_t>(1, o.student.width / 32);
   o.student.kv_heads = o.student.heads % 2 == 0 ? o.student.heads / 2 : o.student.heads;
-  examples::Ranks ranks(o.parallel, "r1");  // MPI starts here when --dp > 1 or under mpirun
+  examples::Ranks ranks(o.parallel, "r1");  // MPI starts here when --dp or --tp > 1, or under mpirun
   return ranks.run([&](examples::Ranks& r) { return o.device == "cuda" ? run_on_gpu(o, r) : run_on_host(o, r); });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "r1: error: %s\n", e.what());

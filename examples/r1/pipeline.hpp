@@ -2,10 +2,14 @@
 //
 // The types are the recipe (one `using` per choice); Options are the numbers. Every stage writes
 // its metrics as whole JSONL lines, redraws chart.svg, and saves a safetensors checkpoint.
-// Par is the trainers' parallelism policy: train::SingleProcess, or examples::MpiDataParallel
-// under `mpirun -np N r1 --dp N` — every rank runs the same Pipeline; the training stages (SFT,
-// GRPO, distillation) split each step's batch over the ranks, rank 0 alone evaluates, quantizes,
-// prints and writes (examples/common/parallel_options.hpp).
+// Par is the policy model's trainers' parallelism policy: train::SingleProcess, examples::
+// MpiDataParallel under `mpirun -np N r1 --dp N`, or parallel::TensorParallel under `--tp N` (the
+// policy built with `sharding`: each rank holds its share of the heads and FFN units and trains on
+// every row). StudentPar is the distilled student's: the same as Par, except under --tp, where the
+// small student trains data parallel over the same ranks. Every rank runs the same Pipeline; the
+// data-parallel stages split each step's batch over the ranks; stages hand the next one the unsplit
+// weights (a split trainer gathers them); rank 0 alone evaluates, quantizes, prints and writes
+// (examples/common/parallel_options.hpp).
 #pragma once
 
 #include <algorithm>
@@ -14,6 +18,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -113,7 +118,7 @@ struct Options {
   std::int64_t distill_steps = 1200;
   double distill_alpha = 0.5;
   std::int64_t log_every = 50;
-  // processes: --dp, --zero (examples/common/parallel_options.hpp); the batches above are global
+  // processes: --dp, --zero, --tp (examples/common/parallel_options.hpp); the batches above are global
   examples::ParallelOptions parallel;
 };
 
@@ -171,16 +176,21 @@ struct QuantizedEval {
 };
 
 /// The stages for a policy model Net and a dense student StudentNet (host or CUDA models), on this
-/// process or as one of `ranks` with the trainers' policy Par.
-template <class Net, class StudentNet, class Par = train::SingleProcess>
+/// process or as one of `ranks` with the policy's trainers' policy Par (its model built with
+/// `sharding` when Par splits it) and the student's StudentPar.
+template <class Net, class StudentNet, class Par = train::SingleProcess, class StudentPar = Par>
 class Pipeline {
  public:
   using Policy = rl::GrpoTrainer<Net, Optimizer, GrpoLoss, infer::Temperature, R1Reward, Par>;
+  using Sharding = model::Sharding<typename Net::T>;
 
-  Pipeline(Options o, examples::Ranks& ranks, const Par& parallel = {})
+  Pipeline(Options o, examples::Ranks& ranks, const Par& parallel = {}, Sharding sharding = {},
+           const StudentPar& student_parallel = {})
       : o_(std::move(o)),
         ranks_(ranks),
         par_(parallel),
+        student_par_(student_parallel),
+        sharding_(sharding),
         held_out_(eval_set(o_)),
         sampler_(held_out_),
         out_(o_.out) {
@@ -212,12 +222,46 @@ class Pipeline {
   void log(const io::Json& row) {
     if (metrics_) metrics_->write(row);
   }
-  /// Whether the trainers' buffers reduce over ranks (a data-parallel policy).
-  static constexpr bool distributed = !std::is_same_v<Par, train::SingleProcess>;
+  /// Whether the student's trainer reduces over ranks (a data-parallel policy).
+  static constexpr bool distributed = !std::is_same_v<StudentPar, train::SingleProcess>;
+  /// Whether Par splits the policy model (each rank holds a share; its trainers gather the weights).
+  static constexpr bool split = requires { Par::template buffers<Net, typename Net::T, Optimizer>::model_parallel; };
+  /// The policy model of this rank: the whole model, or its share under a split.
+  Net policy_net(const model::Config& mc) const {
+    if constexpr (split)
+      return Net(mc, sharding_);
+    else
+      return Net(mc);
+  }
+  /// An MoE policy's router statistics since the last call, over every rank's tokens: summed over
+  /// the ranks when each trained on its own share (data parallel). None for a dense model.
+  std::vector<moe::RouterStats> router_stats(Net& net) {
+    std::vector<moe::RouterStats> stats;
+    if constexpr (Net::routed) {
+      stats = net.take_router_stats();
+#if REASON_WITH_MPI
+      if (o_.parallel.data_ranks() > 1)
+        examples::sum_router_stats(stats, static_cast<std::size_t>(Net::ffn_policy::experts),
+                                   [&](std::span<double> v) { ranks_.world().all_reduce(v, parallel::ReduceOp::sum); });
+#endif
+    }
+    return stats;
+  }
+  /// The unsplit weights of a trainer of the policy (gathered from every rank under a split: a collective).
+  template <class Trainer>
+  std::vector<float> whole_weights(Trainer& t) const {
+    t.to_host();  // (a GPU run's parameters to the host; nothing on the host)
+    if constexpr (split)
+      return t.buffers().gather_full();
+    else
+      return {t.params().begin(), t.params().end()};
+  }
 
   Options o_;
   examples::Ranks& ranks_;
   Par par_;
+  StudentPar student_par_;
+  Sharding sharding_;
   data::HeldOut held_out_;
   data::TrainingSampler sampler_;
   std::filesystem::path out_;

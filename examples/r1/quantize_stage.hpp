@@ -59,9 +59,9 @@ std::size_t model_bytes(const ParamLayout& layout, const std::vector<float>& par
 
 }  // namespace detail
 
-template <class Net, class StudentNet, class Par>
+template <class Net, class StudentNet, class Par, class StudentPar>
 template <class Linear>
-void Pipeline<Net, StudentNet, Par>::evaluate_format(const std::string& format, const model::Config& mc,
+void Pipeline<Net, StudentNet, Par, StudentPar>::evaluate_format(const std::string& format, const model::Config& mc,
                                                 const std::vector<float>& params) {
   PolicyWith<Linear> net(mc);
   rl::EvalConfig ec;
@@ -90,8 +90,8 @@ void Pipeline<Net, StudentNet, Par>::evaluate_format(const std::string& format, 
   quantized_.push_back(std::move(q));
 }
 
-template <class Net, class StudentNet, class Par>
-void Pipeline<Net, StudentNet, Par>::run_quantize(const model::Config& mc, const std::vector<float>& params) {
+template <class Net, class StudentNet, class Par, class StudentPar>
+void Pipeline<Net, StudentNet, Par, StudentPar>::run_quantize(const model::Config& mc, const std::vector<float>& params) {
   if constexpr (!quantizable_attention) {
     (void)mc, (void)params;
     std::printf("\n== stage 5: quantized inference: skipped (MLA's absorbed decode multiplies by its float "

@@ -9,8 +9,8 @@
 
 namespace r1 {
 
-template <class Net, class StudentNet, class Par>
-void Pipeline<Net, StudentNet, Par>::print_table() const {
+template <class Net, class StudentNet, class Par, class StudentPar>
+void Pipeline<Net, StudentNet, Par, StudentPar>::print_table() const {
   if (!ranks_.writer()) return;
   std::string levels;
   for (int l : o_.eval_levels) levels += (levels.empty() ? "" : ",") + std::to_string(l);
@@ -59,8 +59,8 @@ void Pipeline<Net, StudentNet, Par>::print_table() const {
   std::printf("total time %.0f s; outputs in %s (metrics.jsonl, chart.svg, *.safetensors)\n", seconds_, out_.c_str());
 }
 
-template <class Net, class StudentNet, class Par>
-void Pipeline<Net, StudentNet, Par>::draw_chart() {
+template <class Net, class StudentNet, class Par, class StudentPar>
+void Pipeline<Net, StudentNet, Par, StudentPar>::draw_chart() {
   if (!metrics_) return;  // rank 0 draws
   metrics_->sync();
   std::map<std::string, Series> s;  // "stage/key" -> series

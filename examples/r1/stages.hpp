@@ -46,13 +46,6 @@ void save_weights(const std::filesystem::path& path, const N& net, std::span<con
   io::write_safetensors(path, entries, meta);
 }
 
-/// An MoE model's router statistics since the last call (Net::take_router_stats()); none for a dense one.
-template <class N>
-std::vector<moe::RouterStats> take_router_stats(N& net) {
-  if constexpr (N::routed) return net.take_router_stats();
-  else return {};
-}
-
 /// MoE builds: a progress-line figure of a step's router statistics ("" for a dense model).
 inline std::string load_text(const examples::RouterWindow& w) {
   if (w.empty()) return "";
@@ -63,8 +56,8 @@ inline std::string load_text(const examples::RouterWindow& w) {
 
 }  // namespace detail
 
-template <class Net, class StudentNet, class Par>
-int Pipeline<Net, StudentNet, Par>::run() {
+template <class Net, class StudentNet, class Par, class StudentPar>
+int Pipeline<Net, StudentNet, Par, StudentPar>::run() {
   const auto t0 = std::chrono::steady_clock::now();
   const Stage from = stage_of(o_.from), until = stage_of(o_.until);
   REASON_CHECK(from <= until, "r1: --from ", o_.from, " comes after --until ", o_.until);
@@ -111,7 +104,11 @@ int Pipeline<Net, StudentNet, Par>::run() {
     std::printf("policy parameters: %zu in all, %zu active per token\n", net.num_params(), examples::active_params(net));
   }
 
-  if (ranks_.size() > 1)
+  if constexpr (split)
+    std::printf("tensor parallel: %d ranks; each holds its share of the policy's heads and FFN units in SFT and GRPO "
+                "and works on every row; the student trains data parallel; rank 0 evaluates\n",
+                ranks_.size());
+  else if (ranks_.size() > 1)
     std::printf("data parallel: %d ranks (%s); each trains on its share of every step's batch, rank 0 evaluates\n",
                 ranks_.size(),
                 o_.parallel.zero == 0 ? "ZeRO off" : (o_.parallel.zero == 1 ? "ZeRO-1" : "ZeRO-2"));
@@ -151,14 +148,15 @@ int Pipeline<Net, StudentNet, Par>::run() {
 }
 
 // Stage 1: SFT cold start (train::Trainer on worked traces, curriculum of levels).
-template <class Net, class StudentNet, class Par>
-std::vector<float> Pipeline<Net, StudentNet, Par>::run_sft(const model::Config& mc, const std::string& resume) {
+template <class Net, class StudentNet, class Par, class StudentPar>
+std::vector<float> Pipeline<Net, StudentNet, Par, StudentPar>::run_sft(const model::Config& mc, const std::string& resume) {
   std::printf("\n== stage 1: SFT cold start, %lld steps x %lld sequences\n", static_cast<long long>(o_.sft_steps),
               static_cast<long long>(o_.sft_batch));
-  Net net(mc);
+  Net net = policy_net(mc);
+  const int data_ranks = o_.parallel.data_ranks();  // (tensor parallel: 1, every rank has every row)
   train::TrainConfig tc;
   tc.total_steps = o_.sft_steps;
-  tc.batch = o_.sft_batch / ranks_.size();  // this rank's share of the step's sequences
+  tc.batch = o_.sft_batch / data_ranks;  // this rank's share of the step's sequences
   tc.seq = mc.max_seq_len;
   tc.max_grad_norm = 1.0;
   tc.schedule = {.peak_lr = o_.sft_lr,
@@ -172,7 +170,7 @@ std::vector<float> Pipeline<Net, StudentNet, Par>::run_sft(const model::Config& 
       data::sft_source(sampler_, curriculum,
                        {.seed = o_.seed, .batch = o_.sft_batch, .max_seq = mc.max_seq_len,
                         .stream_base = detail::sft_streams, .flawed_fraction = o_.flawed}),
-      ranks_.rank(), ranks_.size());
+      ranks_.rank(), data_ranks);
   const io::SafetensorsMetadata extra{{"example", "r1"}, {"stage", "sft"},
                                       {"data.eval_per_level", std::to_string(o_.eval_per_level)},
                                       {"data.flawed", std::to_string(o_.flawed)}};
@@ -192,7 +190,7 @@ std::vector<float> Pipeline<Net, StudentNet, Par>::run_sft(const model::Config& 
     std::vector<moe::RouterStats> router;
     examples::RouterWindow step_router;
     if constexpr (Net::routed) {
-      router = detail::take_router_stats(net);
+      router = router_stats(net);
       step_router.add(router);
       if (s.step + 50 >= o_.sft_steps) tail.add(router);
     }
@@ -213,18 +211,17 @@ std::vector<float> Pipeline<Net, StudentNet, Par>::run_sft(const model::Config& 
     std::printf("%s\n", router_notes_.back().c_str());
   }
   draw_chart();
-  trainer.to_host();  // (a GPU run's parameters to the host; nothing on the host)
-  return {trainer.params().begin(), trainer.params().end()};
+  return whole_weights(trainer);
 }
 
 // Stage 2: GRPO against the SFT model as the frozen reference.
-template <class Net, class StudentNet, class Par>
-std::vector<float> Pipeline<Net, StudentNet, Par>::run_grpo(const model::Config& mc, const std::vector<float>& init,
+template <class Net, class StudentNet, class Par, class StudentPar>
+std::vector<float> Pipeline<Net, StudentNet, Par, StudentPar>::run_grpo(const model::Config& mc, const std::vector<float>& init,
                                              const std::string& resume) {
   std::printf("\n== stage 2: GRPO, %lld steps x %lld questions x G = %lld, lr %.1e, beta %.3g\n",
               static_cast<long long>(o_.grpo_steps), static_cast<long long>(o_.prompts),
               static_cast<long long>(o_.group_size), o_.grpo_lr, o_.beta);
-  Net net(mc);
+  Net net = policy_net(mc);
   rl::GrpoTrainerConfig gc;
   gc.prompts_per_step = o_.prompts;
   gc.group_size = o_.group_size;
@@ -234,8 +231,15 @@ std::vector<float> Pipeline<Net, StudentNet, Par>::run_grpo(const model::Config&
   gc.mu = o_.mu;
   gc.advantage_sign = o_.advantage_sign;
   gc.seed = o_.seed;
-  Policy policy(net, init, Optimizer{.config = {.weight_decay = 0.0}}, infer::Temperature{o_.temperature}, R1Reward{},
-                gc, par_);  // (data parallel: each rank samples and trains on its share of the questions)
+  std::vector<float> start = init;  // the unsplit weights; a split policy takes this rank's share
+  if constexpr (split) {
+    start.resize(net.num_params());
+    net.shard_plan().scatter(std::span<const float>(init), std::span<float>(start));
+  }
+  // (data parallel: each rank samples and trains on its share of the questions; tensor parallel:
+  // every rank all of them, on its share of the model)
+  Policy policy(net, start, Optimizer{.config = {.weight_decay = 0.0}}, infer::Temperature{o_.temperature}, R1Reward{},
+                gc, par_);
   const io::SafetensorsMetadata extra{{"example", "r1"}, {"stage", "grpo"},
                                       {"data.eval_per_level", std::to_string(o_.eval_per_level)},
                                       {"grpo.levels", std::to_string(o_.grpo_levels[0]) + "," + std::to_string(o_.grpo_levels[1]) +
@@ -286,7 +290,7 @@ std::vector<float> Pipeline<Net, StudentNet, Par>::run_grpo(const model::Config&
       row["skipped_passes"] = skipped;
     }
     if constexpr (Net::routed) {  // the router over the step's training forwards (none if no update)
-      const std::vector<moe::RouterStats> router = detail::take_router_stats(net);
+      const std::vector<moe::RouterStats> router = router_stats(net);
       examples::add_router_fields(row, router, mc.first_dense_layers);
       window_router.add(router);
       if (s.step + 50 >= o_.grpo_steps) tail.add(router);
@@ -317,14 +321,13 @@ std::vector<float> Pipeline<Net, StudentNet, Par>::run_grpo(const model::Config&
     std::printf("%s\n", router_notes_.back().c_str());
   }
   draw_chart();
-  policy.to_host();  // (a GPU run's parameters to the host; nothing on the host)
-  return {policy.params().begin(), policy.params().end()};
+  return whole_weights(policy);
 }
 
 // Stage 3: evaluation on the held-out set (of the policy, a Net, or of the dense student).
-template <class Net, class StudentNet, class Par>
+template <class Net, class StudentNet, class Par, class StudentPar>
 template <class EvalNet>
-Evaluated Pipeline<Net, StudentNet, Par>::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
+Evaluated Pipeline<Net, StudentNet, Par, StudentPar>::run_eval(const std::string& name, const model::Config& mc, const std::vector<float>& params) {
   EvalNet net(mc);
   rl::EvalConfig ec;
   ec.max_new_tokens = mc.max_seq_len;
