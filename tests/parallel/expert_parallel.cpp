@@ -397,14 +397,8 @@ void check_training(test::MpiHarness& h, Comm& world, const Reference& ref) {
   const double diff = max_abs_diff(full, ref.params), scale = max_abs(ref.params);
   h.check(diff <= (one ? 1e-6 : 2e-5) * scale,
           "gathered parameters differ from one process's by " + sci(diff) + " (max |p| " + sci(scale) + ")");
-  bool biases_equal = true, biases_moved = false;
-  for (const ParamInfo& p : net.full_layout().params())
-    if (is_bias(p))
-      for (std::size_t i = 0; i < p.numel; ++i) {
-        biases_equal = biases_equal && full[p.offset + i] == ref.params[p.offset + i];
-        biases_moved = biases_moved || full[p.offset + i] != 0.0f;
-      }
-  h.check(biases_equal && biases_moved, "the balancing biases moved differently from one process's (or not at all)");
+  h.check(test::balancing_biases_match(net.full_layout(), full, ref.params),
+          "the balancing biases moved differently from one process's (or not at all)");
 
   // Collectives per step. Per MoE layer and micro-batch: 1 all_to_all, 4 all_to_all_v. All-reduces:
   // the replicated tensors' partial gradients in buckets (none at one rank: nothing is partial), the
@@ -458,14 +452,8 @@ void check_data_parallel(test::MpiHarness& h, Comm& world, const Reference& ref)
   const double diff = max_abs_diff(p, ref.params), scale = max_abs(ref.params);
   h.check(diff <= (one ? 1e-6 : 2e-5) * scale,
           "parameters differ from one process's by " + sci(diff) + " (max |p| " + sci(scale) + ")");
-  bool biases_equal = true, biases_moved = false;
-  for (const ParamInfo& info : net.layout().params())
-    if (is_bias(info))
-      for (std::size_t i = 0; i < info.numel; ++i) {
-        biases_equal = biases_equal && p[info.offset + i] == ref.params[info.offset + i];
-        biases_moved = biases_moved || p[info.offset + i] != 0.0f;
-      }
-  h.check(biases_equal && biases_moved, "data parallel: the balancing biases moved differently from one process's");
+  h.check(test::balancing_biases_match(net.layout(), p, ref.params),
+          "data parallel: the balancing biases moved differently from one process's (or not at all)");
   // Per step: the gradient buckets (the norm is then each rank's own), the step's token count, its
   // loss and the summed expert load.
   const std::size_t n = net.layout().size();

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "reason/core/param_layout.hpp"
 #include "reason/train/token_batch.hpp"
 #include "reason/train/trainer.hpp"
 
@@ -25,6 +26,19 @@ inline double max_abs(std::span<const float> a) {
   return m;
 }
 /// x in 4 significant digits, for messages ("1.234e-05").
+/// Whether an MoE model's balancing biases (the tensors of `layout` named "*.e_score_correction_bias")
+/// in `p` equal `ref`'s bit for bit, and have moved from zero (else the comparison proves nothing).
+inline bool balancing_biases_match(const ParamLayout& layout, std::span<const float> p, std::span<const float> ref) {
+  bool equal = true, moved = false;
+  for (const ParamInfo& info : layout.params())
+    if (info.name.find(".e_score_correction_bias") != std::string::npos)
+      for (std::size_t i = info.offset; i < info.offset + info.numel; ++i) {
+        equal = equal && p[i] == ref[i];
+        moved = moved || p[i] != 0.0f;
+      }
+  return equal && moved;
+}
+
 inline std::string sci(double x) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3e", x);

@@ -230,14 +230,8 @@ void check_data_parallel_moe(test::MpiHarness& h, Comm& world) {
   counted.reset();
   const Run dp = run(t, steps, false);
   compare(h, dp, ref, "data parallel GRPO, MoE policy", world.size(), 2e-5);  // (8.8e-6 at 2 ranks: layers.0.ffn.down)
-  bool biases_equal = true, biases_moved = false;
-  for (const ParamInfo& p : net.layout().params())
-    if (p.name.find(".e_score_correction_bias") != std::string::npos)
-      for (std::size_t i = 0; i < p.numel; ++i) {
-        biases_equal = biases_equal && dp.params[p.offset + i] == ref.params[p.offset + i];
-        biases_moved = biases_moved || dp.params[p.offset + i] != 0.0f;
-      }
-  h.check(biases_equal && biases_moved, "the balancing biases moved differently from one process's (or not at all)");
+  h.check(test::balancing_biases_match(net.layout(), dp.params, ref.params),
+          "the balancing biases moved differently from one process's (or not at all)");
   const auto buckets = static_cast<std::int64_t>(
       (net.layout().size() * sizeof(float) + parallel::default_bucket_bytes - 1) / parallel::default_bucket_bytes);
   h.check(counted.tally(Collective::all_reduce).calls == steps * (2 + cfg.mu * (buckets + 1)),
