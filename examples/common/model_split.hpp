@@ -71,8 +71,8 @@ void check_model_split(const ParallelOptions& o, const reason::model::Config& c,
     case Split::tensor:
       if (Net::routed)
         option_error(program, ": ", flag, " ", n, ": tensor parallelism splits dense feed-forward layers, and this "
-                     "build's FFN is ", ffn, " (a mixture of experts): spread its experts with --ep instead, or build "
-                     "with REASON_EXAMPLE_FFN=dense");
+                     "build's FFN is ", ffn, " (a mixture of experts): expert parallelism spreads its experts (sft "
+                     "--ep), or build with REASON_EXAMPLE_FFN=dense");
       if (!can_split<Net>(Split::tensor))
         option_error(program, ": ", flag, " ", n, ": tensor parallelism splits the heads of multi_head, "
                      "sliding_window and top_k attention; this build's attention is ", attention,
@@ -101,7 +101,7 @@ void check_model_split(const ParallelOptions& o, const reason::model::Config& c,
       if (Net::routed)
         option_error(program, ": ", flag, " ", n, ": pipeline parallelism of an MoE model is not supported (its "
                      "router statistics and balancing are per model, not per stage); this build's FFN is ", ffn,
-                     ": spread its experts with --ep instead");
+                     ": expert parallelism spreads its experts (sft --ep)");
       if (c.num_layers < n)
         option_error(program, ": ", flag, " ", n, ": --layers ", c.num_layers, " cannot fill ", n,
                      " pipeline stages (each needs at least one layer)");
