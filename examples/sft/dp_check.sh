@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `sft --dp 2` under mpiexec -np 2 (and with --zero 1, --zero 2) against `sft` on one process, same
 # flags and global batch: every run exits 0 and every step's loss agrees to 1e-4 (relative; the
-# runs differ by the order of floating-point sums only). Then the refusals: --dp that does not
+# runs differ by the order of floating-point sums only), and a --dp 2 run stopped after 3 steps
+# resumes on one process with one process's losses (the checkpoint records the global batch). Then
+# the refusals: --dp that does not
 # match the world, a batch that does not split, --zero without --dp; each exits 1 with its message
 # once (rank 0's), and an error raised on every rank mid-run (a missing --resume file) ends the job
 # with a non-zero status instead of a hang.
@@ -39,6 +41,19 @@ for zero in 0 1 2; do
     fail "--dp 2 --zero $zero: losses differ from one process's"
 done
 
+# A --dp 2 checkpoint records the global batch: stopped after 3 steps, it resumes on one process,
+# and the resumed steps are one process's (the metrics file then holds all 6 steps).
+resumed="$work/dp2_resumed"
+"${launch[@]}" "$sft" "${args[@]}" --dp 2 --stop-after 3 --out "$resumed" > "$resumed.log" 2>&1 ||
+  { cat "$resumed.log"; fail "--dp 2 --stop-after 3 failed"; }
+"$sft" "${args[@]}" --resume "$resumed/checkpoint.safetensors" --out "$resumed" >> "$resumed.log" 2>&1 ||
+  { cat "$resumed.log"; fail "one process did not resume the --dp 2 checkpoint"; }
+paste <(grep '"step"' "$work/one/metrics.jsonl" | grep -o '"loss":[^,}]*' | cut -d: -f2) \
+      <(grep '"step"' "$resumed/metrics.jsonl" | grep -o '"loss":[^,}]*' | cut -d: -f2) > "$resumed.losses"
+[[ $(wc -l < "$resumed.losses") == 6 ]] || { cat "$resumed.losses"; fail "resumed: expected 6 step lines"; }
+awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4 * $1) { print "step " NR ": " $1 " vs " $2; bad = 1 } }
+     END { exit bad }' "$resumed.losses" || fail "the --dp 2 run resumed on one process differs from one process's"
+
 # Refusals: rank 0 says why, every rank exits 1.
 expect_refusal() {  # <log name> <message> <command...>
   local log="$work/$1.log" message=$2
@@ -57,4 +72,4 @@ if "${launch[@]}" "$sft" "${args[@]}" --dp 2 --resume "$work/none.safetensors" -
   fail "a missing --resume file was accepted"
 fi
 grep -q "error on rank" "$work/abort.log" || { cat "$work/abort.log"; fail "no rank named the error"; }
-echo "sft --dp 2 (ZeRO 0, 1, 2) trains to one process's losses; mismatched options are refused"
+echo "sft --dp 2 (ZeRO 0, 1, 2) trains to one process's losses, its checkpoint resumes on one process; mismatched options are refused"
