@@ -413,6 +413,19 @@ int main(int argc, char** argv) {
         [&](test::MpiHarness& t) { check_zero_dynamic_sampling(t, world); });
   h.run("a data-parallel GRPO checkpoint resumes bit for bit, and on one process",
         [&](test::MpiHarness& t) { check_checkpoint(t, world); });
+  h.run("an expert-parallel policy is refused (its sampling would need lockstep decoding)", [&](test::MpiHarness& t) {
+    using EP = parallel::ExpertParallel<Comm>;
+    parallel::ShardGroupOf<Comm, float> group(world);
+    MoeNet net(policy_config<MoeNet>(), model::Sharding<float>{.expert = &group});
+    const std::vector<float> init = net.initial_params(3);
+    t.expect_error_containing(
+        [&] {
+          Trainer<GrpoLoss, EP, ContainsTarget, MoeNet> bad(net, std::span<const float>(init), optimizer(),
+                                                            infer::Temperature{1.0f}, ContainsTarget{}, base_config(),
+                                                            EP(world));
+        },
+        "GrpoTrainer: the policy is split by expert parallelism");
+  });
   h.run("prompts that do not split over the ranks are refused on every rank", [&](test::MpiHarness& t) {
     if (world.size() == 1) return;
     rl::GrpoTrainerConfig cfg = base_config();
