@@ -38,6 +38,8 @@
 // the ranks (Megatron) in SFT and GRPO — every rank works on every row, and GRPO's rollouts are the
 // same on every rank (rl/grpo_trainer.hpp); the stages hand on the gathered unsplit weights, and the
 // small student trains data parallel over the same ranks. Dense builds with q/k/v attention only.
+// On GPUs: `mpirun -np N r1 --device cuda --dp N` runs every training stage data parallel with one
+// GPU per rank over NCCL (examples/common/gpu_data_parallel.hpp; not yet run: it needs N GPUs).
 // examples/common/parallel_options.hpp says when MPI starts and how the ranks agree on errors.
 #include <CLI/CLI.hpp>
 
@@ -50,6 +52,7 @@
 #include <vector>
 
 #include "common/backend_options.hpp"
+#include "common/gpu_data_parallel.hpp"
 #include "common/model_split.hpp"
 #include "common/parallel_options.hpp"
 #include "pipeline.hpp"
@@ -58,24 +61,50 @@ using namespace reason;
 
 namespace {
 
-/// --device cuda: the pipeline with the CUDA model of this build's (dense, multi_head) configuration.
+/// Several ranks: each step's batches must split over the ranks that share them (an OptionError on
+/// every rank alike). SFT and GRPO over the data-parallel ranks; distillation over every rank (the
+/// student trains data parallel under --tp too).
+void check_shares(const r1::Options& o, examples::Ranks& ranks) {
+  const r1::Stage from = r1::stage_of(o.from), until = r1::stage_of(o.until);
+  auto runs = [&](r1::Stage s) { return s >= from && s <= until; };
+  if (runs(r1::Stage::sft)) (void)ranks.share(o.sft_batch, "--sft-batch");
+  if (runs(r1::Stage::grpo)) (void)ranks.share(o.prompts, "--prompts");
+  if (runs(r1::Stage::distill) && o.sft_batch % ranks.size() != 0)
+    examples::option_error("r1: --sft-batch ", o.sft_batch, " does not split over the ", ranks.size(),
+                           " ranks the student trains on (choose a multiple of ", ranks.size(), ")");
+}
+
+#if REASON_EXAMPLE_CUDA
+/// The pipeline of CUDA model G on this process's GPU, or data parallel with one GPU per rank (NCCL).
+template <class G>
+int run_on_gpus(const r1::Options& o, examples::Ranks& ranks) {
+  if (ranks.size() == 1) {
+    (void)gpu::require_device(0);  // before any output: no GPU, no pipeline
+    return r1::Pipeline<G, G>(o, ranks).run();
+  }
+#if REASON_WITH_NCCL && REASON_WITH_MPI
+  check_shares(o, ranks);
+  examples::NcclDataParallel nccl(ranks);  // the rank's GPU becomes current before any model is built
+  return r1::Pipeline<G, G, examples::NcclDataParallel::Policy>(o, ranks, nccl.policy(), {}, nccl.policy()).run();
+#else
+  fail("r1: unreachable: several GPUs without NCCL (check_gpu_parallel refuses them)");
+#endif
+}
+#endif
+
+/// --device cuda: the pipeline with the CUDA model of this build's (dense, multi_head) configuration,
+/// on one GPU or data parallel over one GPU per rank (examples/common/gpu_data_parallel.hpp).
 int run_on_gpu(const r1::Options& o, examples::Ranks& ranks) {
-  if (ranks.size() > 1)
-    examples::option_error("r1: ", o.parallel.flag(), " ", o.parallel.ranks(), " trains on the CPU (MPI); the examples "
-                           "do not yet run several GPUs (data parallelism over NCCL is in the library: "
-                           "parallel::DataParallel<parallel::NcclCommunicator>)");
 #if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
+  examples::check_gpu_parallel(o.parallel, ranks.size(), "r1");
   static_assert(r1::HostNet::head_dim == 32 && !r1::HostNet::routed, "r1: the CUDA build is the dense multi_head model");
   static_assert(std::is_same_v<r1::HostNet, r1::HostStudentNet>, "r1: the CUDA build's policy and student are dense");
-  (void)gpu::require_device(0);  // before any output: no GPU, no pipeline
-  using Bf16Net = gpu::DenseTransformer<32, precision::Bf16>;
-  using Fp16Net = gpu::DenseTransformer<32, precision::Fp16>;
-  using Fp32Net = gpu::DenseTransformer<32, precision::Fp32>;
-  if (o.precision == "bf16") return r1::Pipeline<Bf16Net, Bf16Net>(o, ranks).run();
-  if (o.precision == "fp16") return r1::Pipeline<Fp16Net, Fp16Net>(o, ranks).run();
-  return r1::Pipeline<Fp32Net, Fp32Net>(o, ranks).run();
+  if (o.precision == "bf16") return run_on_gpus<gpu::DenseTransformer<32, precision::Bf16>>(o, ranks);
+  if (o.precision == "fp16") return run_on_gpus<gpu::DenseTransformer<32, precision::Fp16>>(o, ranks);
+  return run_on_gpus<gpu::DenseTransformer<32, precision::Fp32>>(o, ranks);
 #else
   (void)o;
+  (void)ranks;
   fail("r1: --device cuda: this build has no CUDA backend (it needs nvcc at configure time and the dense multi_head "
        "configuration: REASON_EXAMPLE_ATTENTION=multi_head, REASON_EXAMPLE_FFN=dense); this build is ",
        examples::AttentionChoice::name, ", ", examples::FfnChoice::name);
@@ -90,13 +119,7 @@ int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
   if (o.precision != "fp32")
     examples::option_error("r1: --precision ", o.precision, " needs --device cuda (the host computes in fp32)");
   if (ranks.size() == 1) return r1::Pipeline<Policy, r1::HostStudentNet>(o, ranks).run();
-  const r1::Stage from = r1::stage_of(o.from), until = r1::stage_of(o.until);
-  auto runs = [&](r1::Stage s) { return s >= from && s <= until; };
-  if (runs(r1::Stage::sft)) (void)ranks.share(o.sft_batch, "--sft-batch");  // over the data-parallel ranks
-  if (runs(r1::Stage::grpo)) (void)ranks.share(o.prompts, "--prompts");
-  if (runs(r1::Stage::distill) && o.sft_batch % ranks.size() != 0)  // the student: data parallel over every rank
-    examples::option_error("r1: --sft-batch ", o.sft_batch, " does not split over the ", ranks.size(),
-                           " ranks the student trains on (choose a multiple of ", ranks.size(), ")");
+  check_shares(o, ranks);
 #if REASON_WITH_MPI
   using Comm = parallel::MpiCommunicator;
   const examples::MpiDataParallel data_parallel = ranks.policy();

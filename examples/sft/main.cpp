@@ -43,6 +43,9 @@
 // end every rank gathers the parameters and rank 0 evaluates them with the unsplit model. What a
 // build cannot split (and numbers that do not divide over the ranks) is refused before training;
 // --stop-micro and --device cuda take no split.
+// On GPUs: `mpirun -np N sft --device cuda --dp N` trains data parallel with one GPU per rank, the
+// gradients all-reduced by NCCL on the model's stream (examples/common/gpu_data_parallel.hpp; a
+// build with NCCL; not yet run: it needs a machine with N GPUs).
 // examples/common/parallel_options.hpp says when MPI starts and how the ranks agree on errors.
 #include <CLI/CLI.hpp>
 
@@ -56,6 +59,7 @@
 
 #include "common/attention_choice.hpp"
 #include "common/ffn_choice.hpp"
+#include "common/gpu_data_parallel.hpp"
 #include "common/model_split.hpp"
 #include "common/parallel_options.hpp"
 #include "sft/sft_run.hpp"
@@ -152,21 +156,32 @@ int train_on_host(const sft::Options& o, examples::Ranks& ranks) {
   });
 }
 
-/// --device cuda: the CUDA model of this build's (dense, multi_head) configuration.
+#if REASON_EXAMPLE_CUDA
+/// The CUDA model M on this process's GPU, or data parallel with one GPU per rank (NCCL).
+template <class M>
+int train_on_gpus(const sft::Options& o, examples::Ranks& ranks) {
+  if (ranks.size() == 1) return train_and_evaluate<M>(o, ranks);
+#if REASON_WITH_NCCL && REASON_WITH_MPI
+  examples::NcclDataParallel nccl(ranks);  // the rank's GPU becomes current before the model is built
+  return train_and_evaluate<M>(o, ranks, nccl.policy());
+#else
+  fail("sft: unreachable: several GPUs without NCCL (check_gpu_parallel refuses them)");
+#endif
+}
+#endif
+
+/// --device cuda: the CUDA model of this build's (dense, multi_head) configuration, on one GPU or
+/// data parallel over one GPU per rank (examples/common/gpu_data_parallel.hpp).
 int train_and_evaluate_on_gpu(const sft::Options& o, examples::Ranks& ranks) {
-  if (ranks.size() > 1) {
-    const examples::ParallelOptions& p = o.parallel;
-    examples::option_error("sft: ", p.flag(), " > 1 trains on the CPU (MPI); ", p.kind(), " parallelism on GPUs ",
-                           p.split() == examples::Split::data ? "needs NCCL and " : "",
-                           "is not written for the examples yet");
-  }
 #if REASON_EXAMPLE_CUDA  // set by CMake only for the dense multi_head build (examples/common/cuda_models.cu)
+  examples::check_gpu_parallel(o.parallel, ranks.size(), "sft");
   static_assert(Net::head_dim == 32 && !Net::routed, "sft: the CUDA build of sft is the dense multi_head model");
-  if (o.precision == "bf16") return train_and_evaluate<gpu::DenseTransformer<32, precision::Bf16>>(o, ranks);
-  if (o.precision == "fp16") return train_and_evaluate<gpu::DenseTransformer<32, precision::Fp16>>(o, ranks);
-  return train_and_evaluate<gpu::DenseTransformer<32, precision::Fp32>>(o, ranks);
+  if (o.precision == "bf16") return train_on_gpus<gpu::DenseTransformer<32, precision::Bf16>>(o, ranks);
+  if (o.precision == "fp16") return train_on_gpus<gpu::DenseTransformer<32, precision::Fp16>>(o, ranks);
+  return train_on_gpus<gpu::DenseTransformer<32, precision::Fp32>>(o, ranks);
 #else
   (void)o;
+  (void)ranks;
   fail("sft: --device cuda: this build has no CUDA backend (it needs nvcc at configure time and the dense multi_head "
        "configuration: REASON_EXAMPLE_ATTENTION=multi_head, REASON_EXAMPLE_FFN=dense); this build is ",
        examples::AttentionChoice::name, ", ", examples::FfnChoice::name);
