@@ -16,14 +16,16 @@ work=$2
 mpiexec=$3
 np=$4
 shift 4
+launch=("$mpiexec" "$np" 2 "$@")
 rm -rf "$work" && mkdir -p "$work"
 tiny=(--width 64 --heads 2 --kv-heads 1 --ffn 128 --layers 2 --sft-steps 12 --sft-batch 8 --grpo-steps 3 --prompts 4
       -G 4 --eval-per-level 6 --eval-samples 4 --student-width 32 --student-layers 1 --student-ffn 64
       --distill-steps 4 --log-every 2)
 fail() { echo "r1_dp_smoke: $*"; exit 1; }
+source "$(dirname "$0")/../common/check_helpers.sh"
 
 "$r1" "${tiny[@]}" --until grpo --out "$work/one" > "$work/one.log" 2>&1 || { cat "$work/one.log"; fail "one process failed"; }
-"$mpiexec" "$np" 2 "$@" "$r1" "${tiny[@]}" --dp 2 --zero 1 --out "$work/dp2" > "$work/dp2.log" 2>&1 ||
+"${launch[@]}" "$r1" "${tiny[@]}" --dp 2 --zero 1 --out "$work/dp2" > "$work/dp2.log" 2>&1 ||
   { cat "$work/dp2.log"; fail "--dp 2 --zero 1 failed"; }
 for f in sft.safetensors grpo.safetensors student.safetensors metrics.jsonl chart.svg heldout.jsonl eval_sft.jsonl \
          eval_grpo.jsonl eval_student.jsonl; do
@@ -47,7 +49,7 @@ compare_sft dp2 "--dp 2 --zero 1"
 echo "r1 --dp 2: every stage ran on 2 ranks, rank 0 wrote the outputs"
 
 # Tensor parallel.
-"$mpiexec" "$np" 2 "$@" "$r1" "${tiny[@]}" --tp 2 --out "$work/tp2" > "$work/tp2.log" 2>&1 ||
+"${launch[@]}" "$r1" "${tiny[@]}" --tp 2 --out "$work/tp2" > "$work/tp2.log" 2>&1 ||
   { cat "$work/tp2.log"; fail "--tp 2 failed"; }
 for f in sft.safetensors grpo.safetensors student.safetensors metrics.jsonl eval_grpo.jsonl eval_student.jsonl; do
   [[ -s "$work/tp2/$f" ]] || fail "--tp 2: missing output $f"
@@ -62,13 +64,7 @@ lengths() { grep '"stage":"grpo"' "$1" | grep '"step"' | sed -E 's/.*"completion
 "$r1" "${tiny[@]}" --from eval --until eval --checkpoint "$work/tp2/grpo.safetensors" --out "$work/tp2_eval" \
   > "$work/tp2_eval.log" 2>&1 || { cat "$work/tp2_eval.log"; fail "one process could not evaluate the --tp 2 checkpoint"; }
 # Refusals: rank 0 says why once, every rank exits 1.
-refused() {  # <log name> <message> <r1 flags...>
-  local log="$work/$1.log" message=$2
-  shift 2
-  if "$mpiexec" "$np" 2 "${launch_flags[@]}" "$r1" "$@" --out "$work/x" > "$log" 2>&1; then cat "$log"; fail "accepted: $*"; fi
-  [[ $(grep -cF -- "$message" "$log") == 1 ]] || { cat "$log"; fail "expected the message once: $message"; }
-}
-launch_flags=("$@")
-refused tp_heads "--heads 3 does not split over 2 ranks" --width 96 --heads 3 --kv-heads 1 --ffn 128 --layers 2 --tp 2
-refused tp_dp "--dp 2 and --tp 2 given together" "${tiny[@]}" --dp 2 --tp 2
+expect_refusal tp_heads "--heads 3 does not split over 2 ranks" \
+  "${launch[@]}" "$r1" --width 96 --heads 3 --kv-heads 1 --ffn 128 --layers 2 --tp 2 --out "$work/x"
+expect_refusal tp_dp "--dp 2 and --tp 2 given together" "${launch[@]}" "$r1" "${tiny[@]}" --dp 2 --tp 2 --out "$work/x"
 echo "r1 --tp 2: the policy tensor parallel, SFT and GRPO as one process's, its checkpoint unsplit; mismatches refused"

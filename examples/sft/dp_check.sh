@@ -20,6 +20,7 @@ common=(--steps 6 --warmup 2 --micro-batches 2 --width 64 --layers 2 --heads 2 -
         --eval-per-level 2 --checkpoint-every 3 --log-every 2)
 args=("${common[@]}" --batch 8)
 fail() { echo "sft_dp: $*"; exit 1; }
+source "$(dirname "$0")/../common/check_helpers.sh"
 
 "$sft" "${args[@]}" --out "$work/one" > "$work/one.log" 2>&1 || { cat "$work/one.log"; fail "one process failed"; }
 for zero in 0 1 2; do
@@ -55,13 +56,6 @@ awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4 * $1) { print "step " NR ": 
      END { exit bad }' "$resumed.losses" || fail "the --dp 2 run resumed on one process differs from one process's"
 
 # Refusals: rank 0 says why, every rank exits 1.
-expect_refusal() {  # <log name> <message> <command...>
-  local log="$work/$1.log" message=$2
-  shift 2
-  if "$@" > "$log" 2>&1; then cat "$log"; fail "$1 was accepted"; fi
-  grep -qF -- "$message" "$log" || { cat "$log"; fail "expected the message: $message"; }
-  [[ $(grep -cF -- "$message" "$log") == 1 ]] || { cat "$log"; fail "the message came more than once"; }
-}
 expect_refusal no_dp "started as 2 processes but --dp is 1" "${launch[@]}" "$sft" "${args[@]}" --out "$work/x"
 expect_refusal no_mpirun "--dp 2 needs 2 processes" "$sft" "${args[@]}" --dp 2 --out "$work/x"
 expect_refusal odd_batch "--batch 7 does not split over --dp 2 ranks" \

@@ -24,6 +24,7 @@ common=(--steps 6 --warmup 2 --micro-batches 2 --width 64 --layers 2 --kv-heads 
         --eval-per-level 2 --checkpoint-every 3 --log-every 2)
 args=("${common[@]}" --heads 2 --batch 8)
 fail() { echo "sft_split: $*"; exit 1; }
+source "$(dirname "$0")/../common/check_helpers.sh"
 
 # "step loss load" per step line of a metrics.jsonl; load: the step's router assignments over every
 # MoE layer and expert (0 for a dense model).
@@ -90,14 +91,6 @@ resume_on_one tp2_then_one_process "$sft" one --tp 2
 resume_on_one ep2_then_one_process "$sft_moe" moe_one --ep 2
 
 # Refusals: rank 0 says why, every rank exits 1.
-expect_refusal() {  # <log name> <message> <command...>
-  local log="$work/$1.log" message=$2
-  shift 2
-  local status=0
-  "$@" > "$log" 2>&1 || status=$?
-  [[ $status == 1 ]] || { cat "$log"; fail "$1: exit status $status, expected 1"; }
-  [[ $(grep -cF -- "$message" "$log") == 1 ]] || { cat "$log"; fail "$1: expected the message once: $message"; }
-}
 expect_refusal two_splits "sft: --tp 2 and --pp 2 given together; a run is split one way at a time" \
   "${launch[@]}" "$sft" "${args[@]}" --tp 2 --pp 2 --out "$work/x"
 expect_refusal ep_dense "sft: --ep 2: expert parallelism spreads an MoE model's experts" \

@@ -1,0 +1,14 @@
+# examples/common/check_helpers.sh — what the examples' multi-rank check scripts share; sourced after
+# they define `work` (their scratch folder) and `fail <message>` (print and exit 1).
+
+# expect_refusal <log name> <message> <command...>: the command must exit with status 1 (an option
+# every rank refuses: examples/common/parallel_options.hpp) and print the message exactly once (rank
+# 0's), its output in $work/<log name>.log.
+expect_refusal() {
+  local log="$work/$1.log" message=$2
+  shift 2
+  local status=0
+  "$@" > "$log" 2>&1 || status=$?
+  [[ $status == 1 ]] || { cat "$log"; fail "$(basename "$log" .log): exit status $status, expected 1"; }
+  [[ $(grep -cF -- "$message" "$log") == 1 ]] || { cat "$log"; fail "$(basename "$log" .log): expected the message once: $message"; }
+}
