@@ -225,7 +225,7 @@ class Pipeline {
   /// Whether the student's trainer reduces over ranks (a data-parallel policy).
   static constexpr bool distributed = !std::is_same_v<StudentPar, train::SingleProcess>;
   /// Whether Par splits the policy model (each rank holds a share; its trainers gather the weights).
-  static constexpr bool split = requires { Par::template buffers<Net, typename Net::T, Optimizer>::model_parallel; };
+  static constexpr bool split = train::SplitModelBuffers<typename Par::template buffers<Net, typename Net::T, Optimizer>>;
   /// The policy model of this rank: the whole model, or its share under a split.
   Net policy_net(const model::Config& mc) const {
     if constexpr (split)

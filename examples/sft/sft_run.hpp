@@ -229,7 +229,7 @@ class Run {
   /// Several ranks: each step's statistics are over all of them; checkpoints only between steps.
   static constexpr bool distributed = !std::is_same_v<Par, train::SingleProcess>;
   /// The model is split over the ranks (each holds a share of it; see evaluate()).
-  static constexpr bool split = requires { Trainer::Buffers::model_parallel; };
+  static constexpr bool split = train::SplitModelBuffers<typename Trainer::Buffers>;
   /// Every rank trains on its own share of the batch (data or expert parallel).
   static constexpr bool own_data = requires(typename Trainer::Buffers& b, std::span<double> v) {
     b.sum_across_ranks(v);

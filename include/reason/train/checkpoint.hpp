@@ -141,7 +141,7 @@ void read_checked(const io::SafetensorsFile& file, const std::vector<TensorRead<
 
 /// Whether a trainer holds one rank's share of a split model (parallel/model_parallel.hpp).
 template <class Tr>
-concept split_model = requires(const Tr& t) { t.buffers().model_parallel; };
+concept split_model = SplitModelBuffers<std::remove_cvref_t<decltype(std::declval<const Tr&>().buffers())>>;
 /// The training config a checkpoint records and expects: the trainer's, with the global batch of a
 /// run whose ranks each train on a share of it (Trainer::data_ranks), so that the file resumes on
 /// any number of ranks that splits the same global batch — one process included.

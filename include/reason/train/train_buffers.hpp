@@ -127,6 +127,12 @@ Buffers make_train_buffers(const Net& net, std::span<const T> initial, bool with
     return Buffers(net.layout(), initial, with_reference);
 }
 
+/// Whether a policy's buffers hold one rank's share of a split model (parallel/model_parallel.hpp:
+/// tensor, expert, pipeline parallelism), so that the unsplit model's values must be gathered
+/// (checkpoints, evaluation) and scattered.
+template <class Buffers>
+concept SplitModelBuffers = requires { Buffers::model_parallel; };
+
 /// The parallelism policy of one process: a trainer's buffers are the model's own. (The others,
 /// parallel::DataParallel and parallel::Zero, make buffers that talk to the other ranks.)
 struct SingleProcess {
