@@ -6,6 +6,8 @@
 //     summed over the ranks, the logits, the router load and the gradients (each rank's placed at
 //     its unsplit positions by the shard plan, the replicated tensors' parts summed) equal one
 //     process's; decoding likewise; the collectives of a forward and a backward are counted;
+//   - ranks without rows: a forward of zero sequences still serves the rank's experts; generation
+//     (rollouts, greedy) runs in lockstep over ranks with different numbers of prompts;
 //   - training: Trainer<Net, AdamW, ExpertParallel<...>> for 3 steps of 2 micro-batches, each rank on
 //     its share of the batch, against one process's Trainer on the whole batch: the losses, the
 //     gathered parameters, the balancing biases (exactly), and the collectives of a step;
@@ -36,6 +38,9 @@
 #include "reason/core/param_layout.hpp"
 #include "reason/core/philox.hpp"
 #include "reason/ffn/swiglu.hpp"
+#include "reason/infer/greedy.hpp"
+#include "reason/infer/rollout.hpp"
+#include "reason/infer/sampler.hpp"
 #include "reason/linear/dense.hpp"
 #include "reason/model/sharding.hpp"
 #include "reason/model/transformer.hpp"
@@ -300,6 +305,73 @@ void check_forward_backward(test::MpiHarness& h, Comm& world) {
                 static_cast<long long>(both_a2av.calls / moe_layers));
 }
 
+/// Rank 0 has no rows (an expert-parallel rank whose share of a step is empty, e.g. all its GRPO groups
+/// dropped): its forward and backward of zero sequences still serve its experts to the other ranks'
+/// tokens, so they equal one process on the other ranks' rows; rank 0's loss is 0, its gradients
+/// only its experts' (from the rows it received) and nothing from its own. At one rank: nothing to
+/// compute, loss 0 and zero gradients, the same collectives.
+void check_rank_without_rows(test::MpiHarness& h, Comm& world) {
+  const int ep = world.size(), rank = world.rank();
+  const model::Config mc = moe_config();
+  const index_t seq = 10, vocab = mc.vocab_size;
+  const index_t mine_rows = rank == 0 ? 0 : rows_per_rank, batch = rows_per_rank * (ep - 1);
+  Counting counted(world);
+  Group group(counted);
+  Net net(mc, model::Sharding<float>{.expert = &group});
+  Net ref(mc);
+  const std::vector<float> full = full_params(ref.layout(), h.seed() + 5);
+  std::vector<float> local(net.layout().size());
+  net.shard_plan().scatter(std::span<const float>(full), std::span<float>(local));
+  const Data d = random_batch(std::max<index_t>(batch, 1), seq, vocab, h.seed() + 6);
+  const auto first = static_cast<std::size_t>(std::max(rank - 1, 0) * rows_per_rank * seq);
+  const float scale = 0.01f;
+
+  net.reserve(rows_per_rank, seq);
+  std::vector<float> grads(local.size(), 0.0f);
+  counted.reset();
+  const auto mine = net.forward(local.data(), grads.data(), make_view(d.tokens.data() + first, mine_rows, seq),
+                                make_view(d.targets.data() + first, mine_rows, seq), scale);
+  net.backward(local.data(), grads.data());
+  h.check(counted.tally(Collective::all_to_all).calls == moe_layers &&
+              counted.tally(Collective::all_to_all_v).calls == 4 * moe_layers,
+          "a rank without rows joins every exchange: " + counted.report());
+  if (rank == 0) {
+    h.check(mine.count == 0 && mine.loss_sum == 0.0, "no rows, no loss: " + sci(mine.loss_sum));
+    bool only_experts = true;  // its replicated tensors' gradients are its own tokens' (none)
+    for (const ParamInfo& p : net.layout().params())
+      if (!is_expert(p))
+        only_experts = only_experts && max_abs(std::span<const float>(grads).subspan(p.offset, p.numel)) == 0.0;
+    h.check(only_experts, "a rank without rows has gradients outside its experts");
+  }
+  const std::vector<float> g = gather_sum(world, net.shard_plan(), grads);
+  double sums[2] = {mine.loss_sum, static_cast<double>(mine.count)};
+  world.all_reduce(std::span<double>(sums), parallel::ReduceOp::sum);
+  if (ep == 1) {
+    h.check(sums[1] == 0 && max_abs(g) == 0.0, "one rank without rows: no loss, no gradients");
+    return;
+  }
+  ref.reserve(batch, seq);
+  std::vector<float> ref_grads(full.size(), 0.0f);
+  const auto r = ref.forward(full.data(), ref_grads.data(), make_view(d.tokens.data(), batch, seq),
+                             make_view(d.targets.data(), batch, seq), scale);
+  ref.backward(full.data(), ref_grads.data());
+  const double gdiff = max_abs_diff(g, ref_grads), gscale = max_abs(ref_grads);
+  h.check(sums[1] == static_cast<double>(r.count) && std::abs(sums[0] - r.loss_sum) <= 1e-6 * std::abs(r.loss_sum),
+          "loss sum " + sci(sums[0]) + ", one process on the other ranks' rows " + sci(r.loss_sum));
+  h.check(gdiff <= 1e-5 * gscale, "gradients differ from one process's by " + sci(gdiff) + " (max |g| " + sci(gscale) + ")");
+
+  // Logits too (an evaluation forward): rank 0 asks for none.
+  std::vector<float> logits(static_cast<std::size_t>(std::max<index_t>(mine_rows * seq, 1) * vocab));
+  std::vector<float> ref_logits(static_cast<std::size_t>(batch * seq * vocab));
+  ref.logits(full.data(), make_view(d.tokens.data(), batch, seq), make_view(ref_logits.data(), batch * seq, vocab));
+  net.logits(local.data(), make_view(d.tokens.data() + first, mine_rows, seq), make_view(logits.data(), mine_rows * seq, vocab));
+  if (rank > 0) {
+    const auto want = std::span<const float>(ref_logits).subspan(first * static_cast<std::size_t>(vocab), logits.size());
+    h.check(max_abs_diff(logits, want) <= 1e-5 * max_abs(want), "logits differ by " + sci(max_abs_diff(logits, want)));
+  }
+  if (rank == 0) std::printf("rank 0 without rows, %d ranks: gradients %.3e off (max |g| %.3e)\n", ep, gdiff, gscale);
+}
+
 // ---- decoding ------------------------------------------------------------------------------------
 
 void check_decoding(test::MpiHarness& h, Comm& world) {
@@ -347,6 +419,73 @@ void check_decoding(test::MpiHarness& h, Comm& world) {
   if (rank == 0)
     std::printf("decoding, %d rank(s), %lld sequence(s) each: logits %.3e off over %lld positions; %s\n", ep,
                 static_cast<long long>(per_rank), worst, static_cast<long long>(positions), counted.report().c_str());
+}
+
+/// Generation in lockstep (infer/lockstep.hpp): the ranks hold different numbers of prompts (rank 0
+/// none at ep > 1, rank r r + 1 of them otherwise, of different lengths and limits), so they finish
+/// at different steps and rollout's chunks of 2 rows differ in number; every rank decodes its own,
+/// joining the others' decode steps until all are done. Greedy rollouts and generate_greedy equal one
+/// process's on all the prompts, and every rank makes the same collectives.
+void check_lockstep_generation(test::MpiHarness& h, Comm& world) {
+  const int ep = world.size(), rank = world.rank();
+  const model::Config mc = moe_config();
+  auto prompts_of = [&](int r) { return r == 0 && ep > 1 ? 0 : r + 1; };
+  std::vector<std::vector<std::int32_t>> all;
+  index_t first = 0;  // this rank's first prompt in `all`
+  Philox rng(h.seed(), 23);
+  for (int r = 0; r < ep; ++r) {
+    if (r == rank) first = static_cast<index_t>(all.size());
+    for (int i = 0; i < prompts_of(r); ++i) {
+      std::vector<std::int32_t> p(2 + rng.below(5));
+      for (std::int32_t& t : p) t = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(mc.vocab_size)));
+      all.push_back(std::move(p));
+    }
+  }
+  const auto mine = std::span<const std::vector<std::int32_t>>(all).subspan(static_cast<std::size_t>(first),
+                                                                            static_cast<std::size_t>(prompts_of(rank)));
+  Net ref(mc);
+  Counting counted(world);
+  Group group(counted);
+  Net net(mc, model::Sharding<float>{.expert = &group});
+  const std::vector<float> full = full_params(ref.layout(), h.seed() + 7);
+  std::vector<float> local(net.layout().size());
+  net.shard_plan().scatter(std::span<const float>(full), std::span<float>(local));
+
+  infer::RolloutConfig rc;
+  rc.samples_per_prompt = 2;
+  rc.max_new_tokens = 3 + rank;  // the ranks stop at different lengths (no eos: every row runs to its limit)
+  rc.max_batch = 2;
+  counted.reset();
+  const infer::Rollouts got = infer::rollout(net, local.data(), mine, infer::Greedy{}, rc);
+  const Tally rollout_a2a = counted.tally(Collective::all_to_all);
+  bool same = got.size() == static_cast<index_t>(mine.size()) * rc.samples_per_prompt;
+  if (!mine.empty()) {
+    const infer::Rollouts want = infer::rollout(ref, full.data(), mine, infer::Greedy{}, rc);
+    for (index_t r = 0; same && r < got.size(); ++r)
+      same = got.rows[static_cast<std::size_t>(r)].tokens == want.rows[static_cast<std::size_t>(r)].tokens &&
+             static_cast<index_t>(got.rows[static_cast<std::size_t>(r)].tokens.size()) == rc.max_new_tokens;
+  }
+  h.check(same, "rank " + std::to_string(rank) + ": the lockstep rollout differs from one process's");
+
+  counted.reset();
+  const index_t max_len = 8 + rank;
+  const auto greedy = infer::generate_greedy(net, local.data(), mine, max_len, -1);
+  const Tally greedy_a2a = counted.tally(Collective::all_to_all);
+  if (!mine.empty()) h.check(greedy == infer::generate_greedy(ref, full.data(), mine, max_len, -1),
+                             "rank " + std::to_string(rank) + ": lockstep generate_greedy differs from one process's");
+
+  // Every rank the same exchanges: as many decode steps as the busiest rank.
+  std::int64_t calls[2] = {rollout_a2a.calls, greedy_a2a.calls}, most[2] = {calls[0], calls[1]},
+               least[2] = {-calls[0], -calls[1]};
+  world.all_reduce(std::span<std::int64_t>(most), parallel::ReduceOp::max);
+  world.all_reduce(std::span<std::int64_t>(least), parallel::ReduceOp::max);
+  h.check(most[0] == -least[0] && most[1] == -least[1] && calls[0] > 0,
+          "the ranks made different numbers of exchanges: " + std::to_string(calls[0]) + ", " + std::to_string(calls[1]));
+  if (rank == 0)
+    std::printf("lockstep generation, %d rank(s), %d prompt(s) on the last: %lld decode steps of the rollout, %lld of "
+                "generate_greedy on every rank\n",
+                ep, prompts_of(ep - 1), static_cast<long long>(calls[0] / moe_layers),
+                static_cast<long long>(calls[1] / moe_layers));
 }
 
 // ---- training ------------------------------------------------------------------------------------
@@ -553,7 +692,11 @@ int main(int argc, char** argv) {
   h.run("an EP layer holds its experts and receives the rows kept for them", [&](test::MpiHarness& t) { check_layer(t, world); });
   h.run("EP forward and backward equal one process on the whole batch; their collectives",
         [&](test::MpiHarness& t) { check_forward_backward(t, world); });
+  h.run("an EP rank without rows still serves its experts (forward, backward, logits)",
+        [&](test::MpiHarness& t) { check_rank_without_rows(t, world); });
   h.run("EP decoding equals one process's", [&](test::MpiHarness& t) { check_decoding(t, world); });
+  h.run("EP generation runs in lockstep over ranks with different prompts, and equals one process's",
+        [&](test::MpiHarness& t) { check_lockstep_generation(t, world); });
   const Reference ref = single_process(world.size());
   h.run("EP training equals one process; its collectives per step",
         [&](test::MpiHarness& t) { check_training(t, world, ref); });

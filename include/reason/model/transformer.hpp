@@ -31,7 +31,10 @@
 // partial gradients the trainer's buffers sum). Norms, the embedding and the LM head are
 // replicated: every rank computes them whole, on identical inputs. Built with
 // Sharding{.expert = group}, an MoE model's routed experts are spread over the group's ranks
-// (moe/moe.hpp) and everything else is replicated. Built with Sharding{.pipeline = group}, it is
+// (moe/moe.hpp) and everything else is replicated; each rank runs its own sequences, the forwards
+// and backwards of the group in step — a rank with no sequences in one still serves its experts
+// (a forward of [0, T] tokens), and decoding goes on while any rank decodes (any_rank_decoding).
+// Built with Sharding{.pipeline = group}, it is
 // one stage of a pipeline: a consecutive run of layers, driven through stage_forward and
 // stage_backward by parallel::Pipeline's 1F1B schedule. Every way, layout() is this rank's share
 // and shard_plan() maps it onto full_layout(), the unsplit model's.
@@ -211,6 +214,7 @@ class Transformer {
     const index_t n = tokens.size(0) * tokens.size(1);
     expect_shape(out, "Transformer::logits: out", {n, config_.vocab_size});
     run_trunk(params, tokens, false);
+    if (n == 0) return;
     kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), cur().acts.final_h,
                      matrix_at(params, lm_head_, config_.vocab_size, config_.hidden_size), T(0), out);
   }
@@ -296,7 +300,7 @@ class Transformer {
     run_trunk(params, tokens, grads != nullptr);
     const index_t c = config_.hidden_size;
     const Activations& a = cur().acts;
-    const double loss = kernels::lm_head_objective<T>(
+    const double loss = a.final_h.size(0) == 0 ? 0.0 : kernels::lm_head_objective<T>(
         a.final_h, matrix_at(params, lm_head_, config_.vocab_size, c), a.loss_scratch,
         grads ? a.dfinal : View<T, 2>{}, grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{},
         objective);
@@ -420,6 +424,17 @@ class Transformer {
     st.arena_.reserve(Arena::measure(carve_scratch));
     carve_scratch(st.arena_);
     return st;
+  }
+
+  /// Expert parallel: every decode_step is a collective of the expert group (each rank's experts
+  /// serve every rank's tokens), so a decode loop goes on while any rank of the group has rows to
+  /// decode, the finished ones joining (infer/lockstep.hpp). Whether any has, `here` saying whether
+  /// this rank has: one all-reduce of one value over the group. Without expert parallelism: `here`.
+  [[nodiscard]] bool any_rank_decoding(bool here) const {
+    if (sharding_.expert == nullptr) return here;
+    T flag = here ? T(1) : T(0);
+    sharding_.expert->all_reduce_sum(std::span<T>(&flag, 1));
+    return flag > T(0);
   }
 
   /// Feeds tokens [B] at position `pos` (every sequence at the same position) and writes the
@@ -549,9 +564,12 @@ class Transformer {
                  const View<const T, 2>* input = nullptr, bool stage = false) {
     if (!stage) expect_no_pipeline("Transformer: a forward");
     const index_t batch = tokens.size(0), seq = tokens.size(1), n = batch * seq, c = config_.hidden_size;
-    REASON_CHECK(batch > 0 && seq > 0, "Transformer: tokens: shape ", shape_string(tokens.shape),
-                 ", expected at least one sequence of at least one token");
-    REASON_CHECK(tokens.is_contiguous(), "Transformer: tokens must be contiguous [B, T]");
+    // Expert parallel: a rank may have no sequences in a forward the others run; it still takes
+    // part in every exchange, its experts computing on the rows the other ranks send.
+    REASON_CHECK(seq > 0 && (batch > 0 || (batch == 0 && sharding_.expert != nullptr)), "Transformer: tokens: shape ",
+                 shape_string(tokens.shape), ", expected at least one sequence of at least one token (zero sequences ",
+                 "only on a rank of an expert-parallel model)");
+    REASON_CHECK(tokens.is_contiguous() || batch == 0, "Transformer: tokens must be contiguous [B, T]");
     REASON_CHECK(seq <= config_.max_seq_len, "Transformer: sequence length ", seq, " exceeds max_seq_len = ", config_.max_seq_len);
     REASON_CHECK(cur().arena.capacity() > 0, "Transformer: call reserve(batch, seq) before the first forward");
     cur().pending_backward = false;
@@ -564,6 +582,12 @@ class Transformer {
     a.tokens = make_view(tokens.data, n);
     for (index_t i = 0; i < n; ++i) a.positions(i) = static_cast<std::int32_t>(i % seq);
 
+    if (n == 0) {  // expert parallel, no rows here: only the MoE layers' exchanges, in layer order
+      if constexpr (routed)
+        for (index_t l = 0; l < local_layers(); ++l)
+          if (layers_[l].routed) layers_[l].ffn.forward(params, a.layers[l].h2, a.layers[l].ffn, a.layers[l].out);
+      return;
+    }
     if (input == nullptr) {
       kernels::embedding_forward<T>(a.tokens, matrix_at(params, embed_, config_.vocab_size, c), a.layers[0].in);
     } else {
@@ -595,6 +619,10 @@ class Transformer {
     REASON_CHECK(targets.is_contiguous(), "Transformer: targets must be contiguous [B, T]");
     run_trunk(params, tokens, grads != nullptr, input, stage);
     const index_t n = tokens.size(0) * tokens.size(1), c = config_.hidden_size;
+    if (n == 0) {  // expert parallel, no rows here (run_trunk)
+      cur().pending_backward = grads != nullptr;
+      return {};
+    }
     const Activations& a = cur().acts;
     const auto head = matrix_at(params, lm_head_, config_.vocab_size, c);
     const auto r = kernels::lm_head_cross_entropy<T>(
@@ -612,6 +640,12 @@ class Transformer {
     const Activations& a = cur().acts;
     const index_t batch = cur().batch;
     View<T, 2> dres = a.dres, dh = a.dh, dtmp = a.dtmp;
+    if (batch == 0) {  // expert parallel, no rows here: the MoE layers' exchanges, last layer first
+      if constexpr (routed)
+        for (index_t l = local_layers() - 1; l >= 0; --l)
+          if (layers_[l].routed) layers_[l].ffn.backward(params, grads, a.layers[l].h2, a.layers[l].ffn, a.ffn_scratch, dres, dh);
+      return;
+    }
     if (last_stage()) {
       final_norm_.backward(params, grads, a.layers.back().out, a.final_rstd, a.dfinal, dres);
     } else {
