@@ -4,7 +4,8 @@
 // sequence still inside its prompt is fed its prompt token (teacher forcing, filling the
 // cache), and one past its prompt it is fed the argmax of its last logits. So every sequence is
 // at the same position and the cache needs no per-sequence offsets. A sequence stops at `eos`
-// or when it reaches `max_len` tokens in all; the loop stops when all have.
+// or when it reaches `max_len` tokens in all; the loop stops when all have (an expert-parallel
+// model's when every rank's have: infer/lockstep.hpp).
 // (Samplers with temperature / top-k / top-p and per-token log-probs arrive with the rollout
 // engine; this is the evaluation path: deterministic, exact match.)
 #pragma once
@@ -16,6 +17,7 @@
 
 #include "reason/core/error.hpp"
 #include "reason/core/view.hpp"
+#include "reason/infer/lockstep.hpp"
 
 namespace reason::infer {
 
@@ -28,7 +30,10 @@ std::vector<std::vector<std::int32_t>> generate_greedy(const Net& net, const typ
   using T = typename Net::T;
   const auto batch = static_cast<index_t>(prompts.size());
   std::vector<std::vector<std::int32_t>> out(prompts.size());
-  if (batch == 0) return out;
+  if (batch == 0) {  // expert parallel: join the other ranks' decode steps (lockstep.hpp)
+    detail::join_decoding(net, params);
+    return out;
+  }
   index_t longest = 0;
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     REASON_CHECK(!prompts[i].empty(), "generate_greedy: prompt ", i, " is empty");
@@ -42,18 +47,25 @@ std::vector<std::vector<std::int32_t>> generate_greedy(const Net& net, const typ
   std::vector<std::int32_t> feed(static_cast<std::size_t>(batch));
   std::vector<T> logits(static_cast<std::size_t>(batch * vocab));
   std::vector<char> finished(static_cast<std::size_t>(batch), 0);
-  for (index_t pos = 0; pos + 1 < max_len; ++pos) {
-    bool all_done = true;
+  const auto feed_view = make_view(static_cast<const std::int32_t*>(feed.data()), batch);
+  const auto logits_view = make_view(logits.data(), batch, vocab);
+  for (index_t pos = 0;; ++pos) {
+    bool all_finished = true;
     for (index_t b = 0; b < batch; ++b) {
       const auto& p = prompts[static_cast<std::size_t>(b)];
       const auto& o = out[static_cast<std::size_t>(b)];
       const auto plen = static_cast<index_t>(p.size());
       feed[b] = pos < plen ? p[pos] : (o.empty() ? p.back() : o.back());
-      all_done = all_done && finished[b];
+      all_finished = all_finished && finished[b];
     }
-    if (all_done) break;
-    net.decode_step(params, make_view(static_cast<const std::int32_t*>(feed.data()), batch), pos, state,
-                    make_view(logits.data(), batch, vocab));
+    const bool all_done = all_finished || pos + 1 >= max_len;
+    if (!detail::any_rank_decoding(net, !all_done)) break;
+    if (all_done) {  // expert parallel: other ranks still decode; repeat the last position with them
+      do net.decode_step(params, feed_view, pos - 1, state, logits_view);
+      while (detail::any_rank_decoding(net, false));
+      break;
+    }
+    net.decode_step(params, feed_view, pos, state, logits_view);
     for (index_t b = 0; b < batch; ++b) {
       const auto plen = static_cast<index_t>(prompts[static_cast<std::size_t>(b)].size());
       if (finished[b] || pos + 1 < plen) continue;  // still reading the prompt

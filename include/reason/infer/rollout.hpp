@@ -25,6 +25,8 @@
 //  * Limits: a row stops at `eos` (kept as its last token) or after `max_new_tokens`, or when
 //    prompt + completion reaches `max_len` (default: the model's max_seq_len). Finished rows idle
 //    in the batch until every row of their sub-batch is done.
+//  * An expert-parallel model decodes in lockstep with the other ranks of its expert group: each
+//    rank its own prompts, every rank as many decode steps as the busiest (infer/lockstep.hpp).
 #pragma once
 
 #include <algorithm>
@@ -36,6 +38,7 @@
 #include "reason/core/parallel.hpp"
 #include "reason/core/philox.hpp"
 #include "reason/core/view.hpp"
+#include "reason/infer/lockstep.hpp"
 #include "reason/infer/sampler.hpp"
 
 namespace reason::infer {
@@ -98,6 +101,8 @@ void rollout_rows(const Net& net, const typename Net::T* params, std::span<const
   std::vector<Philox> rng;
   for (index_t r = r0; r < r1; ++r) rng.emplace_back(cfg.seed, static_cast<std::uint64_t>(r));
   std::vector<char> done(static_cast<std::size_t>(batch), 0);
+  const auto feed_view = make_view(static_cast<const std::int32_t*>(feed.data()), batch);
+  const auto logits_view = make_view(logits.data(), batch, vocab);
   for (index_t pos = 0;; ++pos) {
     bool all_done = true;
     for (index_t b = 0; b < batch; ++b) {
@@ -107,9 +112,13 @@ void rollout_rows(const Net& net, const typename Net::T* params, std::span<const
       feed[static_cast<std::size_t>(b)] = pos < plen ? p[static_cast<std::size_t>(pos)] : (o.empty() ? p.back() : o.back());
       all_done = all_done && done[static_cast<std::size_t>(b)];
     }
-    if (all_done) break;
-    net.decode_step(params, make_view(static_cast<const std::int32_t*>(feed.data()), batch), pos, state,
-                    make_view(logits.data(), batch, vocab));
+    if (!any_rank_decoding(net, !all_done)) break;
+    if (all_done) {  // expert parallel: other ranks still decode; repeat the last position with them (lockstep.hpp)
+      do net.decode_step(params, feed_view, pos - 1, state, logits_view);
+      while (any_rank_decoding(net, false));
+      break;
+    }
+    net.decode_step(params, feed_view, pos, state, logits_view);
     parallel_for(batch, std::max<index_t>(1, 16384 / std::max<index_t>(1, vocab)), [&](index_t b0, index_t b1) {
       SampleScratch ws;
       for (index_t b = b0; b < b1; ++b) {
@@ -171,10 +180,14 @@ Rollouts rollout(const Net& net, const typename Net::T* params, std::span<const 
       limit[r] = cfg.max_new_tokens > 0 ? std::min(cfg.max_new_tokens, room) : room;
     }
   }
-  if (rows == 0) return out;
-
-  const index_t chunk = cfg.max_batch > 0 ? std::min(cfg.max_batch, rows) : rows;
-  for (index_t r0 = 0; r0 < rows; r0 += chunk) {
+  // One DecodeState per chunk of rows. Expert parallel: while another rank still has a chunk, this
+  // one joins its decode steps (lockstep.hpp; the ranks may hold different numbers of rows).
+  const index_t chunk = std::max<index_t>(1, cfg.max_batch > 0 ? std::min(cfg.max_batch, rows) : rows);
+  for (index_t r0 = 0; detail::any_rank_decoding(net, r0 < rows); r0 += chunk) {
+    if (r0 >= rows) {
+      detail::join_decoding(net, params);
+      continue;
+    }
     const index_t r1 = std::min(rows, r0 + chunk);
     index_t positions = 1;  // a row feeds prompt + completion - 1 tokens (its last sample is never fed)
     for (index_t r = r0; r < r1; ++r)
