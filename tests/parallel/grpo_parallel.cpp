@@ -9,7 +9,9 @@
 // one process too. An MoE policy trains data parallel to one process's run as well, its balancing
 // biases exactly (the expert load is summed over the ranks before the gates balance). Tensor-parallel
 // GRPO (each rank a share of the model, all the rows) equals one process too, and its checkpoint is
-// the unsplit model's.
+// the unsplit model's. Expert-parallel GRPO of the MoE policy (each rank a share of the experts and
+// of the questions; rollouts decoded in lockstep; under dynamic sampling ranks without rows serve
+// their experts) equals one process as well; a pipeline-split policy is refused.
 //
 // Every rank runs every case in step under the MPI harness (harness.hpp).
 #include <algorithm>
@@ -31,6 +33,7 @@
 #include "reason/parallel/shard_group.hpp"
 #include "reason/parallel/mpi_communicator.hpp"
 #include "reason/parallel/mpi_session.hpp"
+#include "reason/parallel/pipeline.hpp"
 #include "reason/parallel/zero.hpp"
 #include "reason/rl/grpo.hpp"
 #include "reason/rl/grpo_checkpoint.hpp"
@@ -303,6 +306,49 @@ void check_tensor_parallel(test::MpiHarness& h, Comm& world) {
   if (world.rank() == 0) std::filesystem::remove(path);
 }
 
+/// Expert-parallel GRPO of the MoE policy: rank r holds 8 / ep of each MoE layer's experts, samples
+/// and trains its share of the questions (as data parallel), and every forward and decode step is an
+/// exchange of the ranks' tokens. The rollouts decode in lockstep (each rank as many decode steps as
+/// the busiest), and under DAPO's dynamic sampling the ranks whose groups were all dropped run forwards
+/// of zero sequences, serving their experts to the others' rows. Both equal one process: statistics,
+/// losses, gathered parameters, balancing biases (exactly); every rank makes the same collectives.
+template <class Loss>
+void check_expert_parallel(test::MpiHarness& h, Comm& world, bool dynamic_sampling) {
+  using Group = parallel::ShardGroupOf<Counting, float>;
+  using EP = parallel::ExpertParallel<Counting>;
+  rl::GrpoTrainerConfig cfg = base_config();
+  cfg.dynamic_sampling = dynamic_sampling;
+  cfg.rollout_batch = 3;  // rows per decode state: 2 chunks of a rank's 4 x 4 rows at 4 ranks, 11 at 1
+  const Run ref = single_process<Loss, ContainsTarget, MoeNet>(cfg, dynamic_sampling);
+  Counting counted(world);
+  Group group(counted);
+  MoeNet net(policy_config<MoeNet>(), model::Sharding<float>{.expert = &group});
+  Trainer<Loss, EP, ContainsTarget, MoeNet> t(net, std::span<const float>(net.initial_params(3)), optimizer(),
+                                               infer::Temperature{1.0f}, ContainsTarget{}, cfg, EP(counted));
+  h.check(t.ranks() == world.size() && t.checkpoint_writer() == (world.rank() == 0),
+          "expert parallel: every rank samples its share of the questions");
+  counted.reset();
+  Run ep = run(t, steps, dynamic_sampling);
+  ep.params = t.buffers().gather_full();
+  const std::string name = dynamic_sampling ? "expert parallel DAPO (half the questions dropped)" : "expert parallel GRPO";
+  compare(h, ep, ref, name.c_str(), world.size(), 2e-5);
+  h.check(test::balancing_biases_match(net.full_layout(), ep.params, ref.params),
+          name + ": the balancing biases moved differently from one process's (or not at all)");
+  if (dynamic_sampling)
+    for (const rl::GrpoStepStats& s : ep.stats)
+      h.check(s.updated && s.trained_rows > 0 && s.trained_rows <= prompts / 2 * cfg.group_size,
+              "the second half of the questions is dropped: " + std::to_string(s.trained_rows) + " rows kept");
+  // The same collectives on every rank (else some rank would wait in one forever).
+  std::int64_t calls[3] = {counted.tally(Collective::all_to_all).calls, counted.tally(Collective::all_to_all_v).calls,
+                           counted.tally(Collective::all_reduce).calls};
+  std::int64_t most[3] = {calls[0], calls[1], calls[2]}, least[3] = {-calls[0], -calls[1], -calls[2]};
+  world.all_reduce(std::span<std::int64_t>(most), parallel::ReduceOp::max);
+  world.all_reduce(std::span<std::int64_t>(least), parallel::ReduceOp::max);
+  h.check(most[0] == -least[0] && most[1] == -least[1] && most[2] == -least[2] && calls[0] > 0,
+          name + ": the ranks made different collectives: " + counted.report());
+  if (world.rank() == 0) std::printf("%s, %d ranks: %s over %d steps\n", name.c_str(), world.size(), counted.report().c_str(), steps);
+}
+
 /// DAPO (token-mean loss, dynamic sampling) with ZeRO-2: the ranks holding the second half of the
 /// questions keep no group, yet join every reduce-scatter (as many micro-batches as the busiest
 /// rank); a step where every group is uniform makes only the scalars' all-reduce.
@@ -413,18 +459,22 @@ int main(int argc, char** argv) {
         [&](test::MpiHarness& t) { check_zero_dynamic_sampling(t, world); });
   h.run("a data-parallel GRPO checkpoint resumes bit for bit, and on one process",
         [&](test::MpiHarness& t) { check_checkpoint(t, world); });
-  h.run("an expert-parallel policy is refused (its sampling would need lockstep decoding)", [&](test::MpiHarness& t) {
-    using EP = parallel::ExpertParallel<Comm>;
+  h.run("expert-parallel GRPO of an MoE policy equals one process (lockstep decoding)",
+        [&](test::MpiHarness& t) { check_expert_parallel<GrpoLoss>(t, world, false); });
+  h.run("expert-parallel DAPO with ranks that keep no group equals one process (they serve their experts)",
+        [&](test::MpiHarness& t) { check_expert_parallel<DapoLoss>(t, world, true); });
+  h.run("a pipeline-parallel policy is refused (a stage cannot decode alone)", [&](test::MpiHarness& t) {
+    if (world.size() > 2) return;  // the tiny policy has 2 layers
+    using PP = parallel::Pipeline<Comm>;
     parallel::ShardGroupOf<Comm, float> group(world);
-    MoeNet net(policy_config<MoeNet>(), model::Sharding<float>{.expert = &group});
+    Net net(test::tiny_policy_config(), model::Sharding<float>{.pipeline = &group});
     const std::vector<float> init = net.initial_params(3);
     t.expect_error_containing(
         [&] {
-          Trainer<GrpoLoss, EP, ContainsTarget, MoeNet> bad(net, std::span<const float>(init), optimizer(),
-                                                            infer::Temperature{1.0f}, ContainsTarget{}, base_config(),
-                                                            EP(world));
+          Trainer<GrpoLoss, PP> bad(net, std::span<const float>(init), optimizer(), infer::Temperature{1.0f},
+                                    ContainsTarget{}, base_config(), PP(world));
         },
-        "GrpoTrainer: the policy is split by expert parallelism");
+        "GrpoTrainer: the policy is split by pipeline parallelism");
   });
   h.run("prompts that do not split over the ranks are refused on every rank", [&](test::MpiHarness& t) {
     if (world.size() == 1) return;

@@ -75,8 +75,14 @@
 // every rank samples the same completions, scores the same rewards and trains on the same rows; the
 // model's collectives sum the activations, the buffers the partial gradients. ranks() stays 1 (no
 // rank has rows of its own); rank 0 writes the checkpoint, gathered into the unsplit layout.
-// Expert and pipeline parallelism are not supported here: sampling would need every expert-parallel
-// rank to decode in step until all are done, and a pipeline stage cannot decode alone.
+// Expert parallelism (parallel::ExpertParallel, an MoE Net built with model::Sharding{.expert}; GShard):
+// every rank holds experts / ep of each MoE layer and everything else whole, and takes its share of
+// the step's questions as under data parallelism (the same global streams, global normaliser and
+// summed statistics). Every forward and decode step of the model is a collective of the ranks (their
+// experts serve each other's tokens), so they run in step: the rollouts decode in lockstep until
+// every rank's rows are done (infer/lockstep.hpp), and a rank with fewer kept rows (dynamic sampling)
+// runs forwards of zero sequences for the micro-batches it lacks, serving its experts to the others.
+// Pipeline parallelism is refused: a pipeline stage cannot decode alone.
 #pragma once
 
 #include <algorithm>
@@ -307,11 +313,12 @@ class GrpoTrainer {
     REASON_CHECK(net_.config().vocab_size == data::Tokenizer::vocab_size, "GrpoTrainer: the model's vocabulary has ",
                  net_.config().vocab_size, " tokens but prompts and completions use data::Tokenizer's ",
                  data::Tokenizer::vocab_size);
-    if constexpr (requires { net.sharding(); })
-      REASON_CHECK(net.sharding().expert == nullptr && net.sharding().pipeline == nullptr,
-                   "GrpoTrainer: the policy is split by ", net.sharding().expert ? "expert" : "pipeline",
-                   " parallelism; GRPO's sampling needs every rank to decode the whole model (tensor parallelism or "
-                   "an unsplit model)");
+    if constexpr (requires { net.sharding(); }) {
+      REASON_CHECK(net.sharding().pipeline == nullptr,
+                   "GrpoTrainer: the policy is split by pipeline parallelism; GRPO's sampling needs every rank to "
+                   "decode the whole model (tensor or expert parallelism, or an unsplit model)");
+      forwards_in_step_ = net.sharding().expert != nullptr;
+    }
     if constexpr (distributed) {
       double ranks = 1;
       buf_.sum_across_ranks(std::span<double>(&ranks, 1));
@@ -481,14 +488,21 @@ class GrpoTrainer {
     if (all_kept > 0) {
       build_batch(prompts, ro, keep, adv);
       const index_t L = seq_;
-      if (mb > reserved_batch_ || L > reserved_seq_) {
-        reserved_batch_ = std::max(reserved_batch_, mb);
-        reserved_seq_ = std::max(reserved_seq_, L);
+      if (mb > reserved_batch_ || L > reserved_seq_ || reserved_batch_ == 0) {  // (a rank without rows reserves one)
+        reserved_batch_ = std::max({reserved_batch_, mb, index_t{1}});
+        reserved_seq_ = std::max({reserved_seq_, L, index_t{1}});
         net_.reserve(reserved_batch_, reserved_seq_);
       }
       logp_old_.assign(static_cast<std::size_t>(R * L), T(0));
       logp_ref_.assign(cfg_.beta != 0 ? static_cast<std::size_t>(R * L) : 0, T(0));
-      for (index_t r0 = 0; r0 < R; r0 += mb) {
+      // Expert parallel: every rank runs as many forwards as the busiest (serve_experts when out of rows).
+      for (index_t m = 0; m < (forwards_in_step_ ? micro_steps : micro); ++m) {
+        const index_t r0 = m * mb;
+        if (r0 >= R) {
+          serve_experts(buf_.params(), nullptr);
+          if (cfg_.beta != 0) serve_experts(buf_.reference(), nullptr);
+          continue;
+        }
         const index_t n = std::min(mb, R - r0);
         record_logps(buf_.params(), r0, n, logp_old_);
         if (cfg_.beta != 0) record_logps(buf_.reference(), r0, n, logp_ref_);
@@ -538,6 +552,8 @@ class GrpoTrainer {
             clipped += ps.clip_fraction * k;
             kl += ps.mean_kl * k;
             entropy += ps.mean_entropy * k;
+          } else if (forwards_in_step_) {
+            serve_experts(buf_.params(), buf_.grads());
           }
           // ZeRO-2: every micro-batch's gradient into the shards (a collective: a rank with fewer
           // rows joins with zero gradients)
@@ -664,6 +680,19 @@ class GrpoTrainer {
     net_.forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec);
   }
 
+  /// Expert parallel, this rank out of rows in a forward the others run: a forward of zero
+  /// sequences (and with grads its backward), which serves this rank's experts to their rows.
+  void serve_experts(const T* params, T* grads) {
+    static constexpr std::int32_t none = 0;
+    const auto no_rows = make_view(&none, 0, 1);
+    const auto unused = [](index_t, View<T, 2>) { return 0.0; };  // (no logits: never called)
+    if constexpr (routed)
+      net_.forward_objective(params, grads, no_rows, unused, 0.0);
+    else
+      net_.forward_objective(params, grads, no_rows, unused);
+    if (grads != nullptr) net_.backward(params, grads);
+  }
+
   /// max |log p recorded while sampling - log p_old recomputed by the training forward|: the
   /// decode path and the training path must give the same distribution, to rounding.
   double rollout_gap(const std::vector<std::vector<std::int32_t>>& prompts, const infer::Rollouts& ro,
@@ -725,6 +754,7 @@ class GrpoTrainer {
   Buffers buf_;
   train::DynamicLossScaler scaler_;
   int rank_ = 0, ranks_ = 1;
+  bool forwards_in_step_ = false;  // expert parallel: every forward is a collective of the ranks
   std::int64_t step_ = 0, updates_ = 0;
   index_t reserved_batch_ = 0, reserved_seq_ = 0;
   // The current step's batch: [R, seq_] tokens, mask, logp_old, logp_ref; [R] advantages.
