@@ -372,6 +372,31 @@ void check_rank_without_rows(test::MpiHarness& h, Comm& world) {
   if (rank == 0) std::printf("rank 0 without rows, %d ranks: gradients %.3e off (max |g| %.3e)\n", ep, gdiff, gscale);
 }
 
+/// The same with gates whose aux loss is batch-wise (Switch) or per sequence: a rank without rows has
+/// no aux loss (rather than 0/0, or a refusal that would leave the other ranks waiting in the
+/// exchange), counts no router statistics, and every rank's gradients are finite.
+template <class AuxGate>
+void check_rank_without_rows_aux_loss(test::MpiHarness& h, Comm& world, const char* name) {
+  using AuxNet = model::Transformer<Attn, moe::MoE<AuxGate, ffn::SwiGLU, moe::Shared<1>>>;
+  const model::Config mc = moe_config();
+  const index_t seq = 6, rows = world.rank() == 0 ? 0 : rows_per_rank;
+  parallel::ShardGroupOf<Comm, float> group(world);
+  AuxNet net(mc, model::Sharding<float>{.expert = &group});
+  const std::vector<float> params = net.initial_params(h.seed() + 8);
+  const Data d = random_batch(rows_per_rank, seq, mc.vocab_size, h.seed() + 9);
+  net.reserve(rows_per_rank, seq);
+  std::vector<float> grads(params.size(), 0.0f);
+  const auto r = net.forward(params.data(), grads.data(), make_view(d.tokens.data(), rows, seq),
+                             make_view(d.targets.data(), rows, seq), 0.01f);
+  net.backward(params.data(), grads.data());
+  bool finite = std::isfinite(r.loss_sum);
+  for (float g : grads) finite = finite && std::isfinite(g);
+  for (const moe::RouterStats& st : net.take_router_stats())
+    finite = finite && std::isfinite(st.aux_loss) && (rows > 0 || st.assignments() == 0.0);
+  h.check(finite, std::string(name) + ": rank " + std::to_string(world.rank()) + " (" + std::to_string(rows) +
+                      " rows): non-finite loss, gradients or router statistics, or statistics of no tokens");
+}
+
 // ---- decoding ------------------------------------------------------------------------------------
 
 void check_decoding(test::MpiHarness& h, Comm& world) {
@@ -694,6 +719,12 @@ int main(int argc, char** argv) {
         [&](test::MpiHarness& t) { check_forward_backward(t, world); });
   h.run("an EP rank without rows still serves its experts (forward, backward, logits)",
         [&](test::MpiHarness& t) { check_rank_without_rows(t, world); });
+  h.run("an EP rank without rows under a Switch or per-sequence aux loss: no loss of its own, finite", [&](test::MpiHarness& t) {
+    using Switch = moe::SoftmaxTopK<moe::GateConfig{.experts = 8, .top_k = 2}, moe::NoDrop, moe::SwitchLoss<0.01f>>;
+    using Sequence = moe::SoftmaxTopK<moe::GateConfig{.experts = 8, .top_k = 2}, moe::NoDrop, moe::SequenceLoss<0.01f>>;
+    check_rank_without_rows_aux_loss<Switch>(t, world, "switch loss");
+    check_rank_without_rows_aux_loss<Sequence>(t, world, "sequence loss");
+  });
   h.run("EP decoding equals one process's", [&](test::MpiHarness& t) { check_decoding(t, world); });
   h.run("EP generation runs in lockstep over ranks with different prompts, and equals one process's",
         [&](test::MpiHarness& t) { check_lockstep_generation(t, world); });

@@ -6,10 +6,15 @@
 // they finish at different steps. The model says whether any rank still decodes
 // (Transformer::any_rank_decoding: one all-reduce of a flag per step); a rank whose rows are done
 // repeats its last position, its logits unused, until no rank decodes; a rank with no rows (left)
-// joins with one dummy row (join_decoding). GShard's and DeepSpeed-MoE's inference keep expert-parallel
-// ranks in step the same way. For a model without it these are `here` and nothing: one rank alone.
+// joins with one dummy row (join_decoding). For a model without it these are `here` and nothing.
+// The contract for callers: every rank of the group calls the same generation functions (rollout,
+// generate_greedy, rl::evaluate) the same number of times, a rank without prompts with an empty list;
+// generating on one rank alone with a split model waits forever. Bad input detected on some ranks only
+// (an empty prompt, a prompt too long) throws there and leaves the others waiting, as any collective
+// does; the examples end the whole job then (MPI_Abort).
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <vector>
 

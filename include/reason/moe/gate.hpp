@@ -125,6 +125,7 @@ struct TopKGate {
       if constexpr (!Aux::active) {
         return 0.0;
       } else {
+        if (n == 0) return 0.0;  // an expert-parallel rank without tokens in this forward: no loss
         if constexpr (S == Scoring::sigmoid) {
           for (index_t r = 0; r < n; ++r) {
             double z = 0;
@@ -147,7 +148,7 @@ struct TopKGate {
       const auto scores = const_rows(s.scores, n);
       kernels::moe_weights_backward<T>(scores, const_rows(s.experts, n), G.normalize, G.routed_scale, dweights, ds);
       if constexpr (Aux::active) {
-        if (aux_weight != 0) {
+        if (aux_weight != 0 && n > 0) {
           const View<T, 2> dp = rows(sc.dprobs, n);
           for (index_t r = 0; r < n; ++r) std::fill(dp.row(r), dp.row(r) + G.experts, T(0));
           kernels::moe_balance_loss_backward<T>(const_rows(s.experts, n), Aux::per_sequence ? segment : n, Aux::alpha,
