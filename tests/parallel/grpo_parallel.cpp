@@ -11,7 +11,8 @@
 // GRPO (each rank a share of the model, all the rows) equals one process too, and its checkpoint is
 // the unsplit model's. Expert-parallel GRPO of the MoE policy (each rank a share of the experts and
 // of the questions; rollouts decoded in lockstep; under dynamic sampling ranks without rows serve
-// their experts) equals one process as well; a pipeline-split policy is refused.
+// their experts) equals one process as well, and so does pipeline-parallel GRPO (decode steps through
+// the stages, the last one's logits to all; passes in the 1F1B schedule).
 //
 // Every rank runs every case in step under the MPI harness (harness.hpp).
 #include <algorithm>
@@ -134,8 +135,9 @@ Run run(Tr& t, int n, bool half_dropped) {
 
 /// One process on the whole step (every rank computes it: the model is tiny).
 template <class Loss, class Reward = ContainsTarget, class N = Net>
-Run single_process(const rl::GrpoTrainerConfig& cfg, bool half_dropped, int n = steps) {
-  N net(policy_config<N>());
+Run single_process(const rl::GrpoTrainerConfig& cfg, bool half_dropped, int n = steps,
+                   const model::Config& mc = policy_config<N>()) {
+  N net(mc);
   const std::vector<float> init = initial_params(net);
   Trainer<Loss, train::SingleProcess, Reward, N> t(net, std::span<const float>(init), optimizer(),
                                                    infer::Temperature{1.0f}, Reward{}, cfg);
@@ -318,7 +320,7 @@ void check_expert_parallel(test::MpiHarness& h, Comm& world, bool dynamic_sampli
   using EP = parallel::ExpertParallel<Counting>;
   rl::GrpoTrainerConfig cfg = base_config();
   cfg.dynamic_sampling = dynamic_sampling;
-  cfg.rollout_batch = 3;  // rows per decode state: 2 chunks of a rank's 4 x 4 rows at 4 ranks, 11 at 1
+  cfg.rollout_batch = 3;  // rows per decode state: 3 chunks of a rank's 2 x 4 rows at 4 ranks, 11 at 1
   const Run ref = single_process<Loss, ContainsTarget, MoeNet>(cfg, dynamic_sampling);
   Counting counted(world);
   Group group(counted);
@@ -347,6 +349,56 @@ void check_expert_parallel(test::MpiHarness& h, Comm& world, bool dynamic_sampli
   h.check(most[0] == -least[0] && most[1] == -least[1] && most[2] == -least[2] && calls[0] > 0,
           name + ": the ranks made different collectives: " + counted.report());
   if (world.rank() == 0) std::printf("%s, %d ranks: %s over %d steps\n", name.c_str(), world.size(), counted.report().c_str(), steps);
+}
+
+/// Pipeline-parallel GRPO of a 4-layer policy: stage s holds layers [s 4 / S, (s + 1) 4 / S) and every
+/// stage works on all the rows. Each decode step passes through the stages and every stage gets the
+/// last one's logits, so every stage samples one process's completions; the log-probabilities are
+/// recorded by forwards through the stages and each pass runs in the 1F1B schedule (the 32 rows in
+/// micro-batches of 3: ten of them, then one of 2). Statistics, losses and gathered parameters equal one process's; the
+/// checkpoint is the unsplit model's and one process resumes it.
+void check_pipeline(test::MpiHarness& h, Comm& world) {
+  using PP = parallel::Pipeline<Counting>;
+  using Group = parallel::ShardGroupOf<Counting, float>;
+  const rl::GrpoTrainerConfig cfg = base_config();
+  model::Config mc = test::tiny_policy_config();
+  mc.num_layers = 4;
+  const Run ref = single_process<GrpoLoss>(cfg, false, steps, mc);
+  Counting counted(world);
+  Group group(counted);
+  Net net(mc, model::Sharding<float>{.pipeline = &group});
+  Trainer<GrpoLoss, PP> t(net, std::span<const float>(net.initial_params(3)), optimizer(), infer::Temperature{1.0f},
+                          ContainsTarget{}, cfg, PP(counted));
+  h.check(t.ranks() == 1 && t.checkpoint_writer() == (world.rank() == 0), "pipeline: every stage works on every row");
+  h.check(net.local_layers() == 4 / world.size(), "stage " + std::to_string(world.rank()) + " holds " +
+                                                     std::to_string(net.local_layers()) + " layers");
+  counted.reset();
+  Run pp = run(t, steps, false);
+  pp.params = t.buffers().gather_full();
+  compare(h, pp, ref, "pipeline parallel GRPO", world.size());
+  if (world.rank() == 0) std::printf("pipeline parallel GRPO, %d stages: %s over %d steps\n", world.size(),
+                                     counted.report().c_str(), steps);
+
+  // The gathered checkpoint after one step, resumed on one process: one process's run from there.
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "reason_grpo_parallel_ckpt";
+  const std::filesystem::path path = dir / ("pp_np" + std::to_string(world.size()) + ".safetensors");
+  if (world.rank() == 0) std::filesystem::create_directories(dir);
+  Net net2(mc, model::Sharding<float>{.pipeline = &group});
+  Trainer<GrpoLoss, PP> first(net2, std::span<const float>(net2.initial_params(3)), optimizer(), infer::Temperature{1.0f},
+                              ContainsTarget{}, cfg, PP(counted));
+  (void)run(first, 1, false);
+  rl::save_checkpoint(path, first);
+  world.barrier();
+  Net net3(mc);
+  Trainer<GrpoLoss> alone(net3, std::span<const float>(net3.initial_params(3)), optimizer(), infer::Temperature{1.0f},
+                          ContainsTarget{}, cfg);
+  rl::load_checkpoint(path, alone);
+  const Run rest = run(alone, steps - 1, false);
+  const double diff = max_abs_diff(rest.params, ref.params);
+  h.check(diff <= 2e-5 * max_abs(ref.params),
+          "one process resumed from the pipeline checkpoint differs by " + std::to_string(diff));
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove(path);
 }
 
 /// DAPO (token-mean loss, dynamic sampling) with ZeRO-2: the ranks holding the second half of the
@@ -463,19 +515,8 @@ int main(int argc, char** argv) {
         [&](test::MpiHarness& t) { check_expert_parallel<GrpoLoss>(t, world, false); });
   h.run("expert-parallel DAPO with ranks that keep no group equals one process (they serve their experts)",
         [&](test::MpiHarness& t) { check_expert_parallel<DapoLoss>(t, world, true); });
-  h.run("a pipeline-parallel policy is refused (a stage cannot decode alone)", [&](test::MpiHarness& t) {
-    if (world.size() > 2) return;  // the tiny policy has 2 layers
-    using PP = parallel::Pipeline<Comm>;
-    parallel::ShardGroupOf<Comm, float> group(world);
-    Net net(test::tiny_policy_config(), model::Sharding<float>{.pipeline = &group});
-    const std::vector<float> init = net.initial_params(3);
-    t.expect_error_containing(
-        [&] {
-          Trainer<GrpoLoss, PP> bad(net, std::span<const float>(init), optimizer(), infer::Temperature{1.0f},
-                                    ContainsTarget{}, base_config(), PP(world));
-        },
-        "GrpoTrainer: the policy is split by pipeline parallelism");
-  });
+  h.run("pipeline-parallel GRPO equals one process (decoding through the stages, passes in 1F1B)",
+        [&](test::MpiHarness& t) { check_pipeline(t, world); });
   h.run("prompts that do not split over the ranks are refused on every rank", [&](test::MpiHarness& t) {
     if (world.size() == 1) return;
     rl::GrpoTrainerConfig cfg = base_config();

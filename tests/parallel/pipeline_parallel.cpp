@@ -4,7 +4,8 @@
 // embedding, the last the final norm and LM head; measured from the layouts and buffers) and keeps
 // min(stages - stage, micro-batches) activation slots; a step moves each micro-batch's activations
 // forward and their gradients back once per stage boundary, plus two all-reduces (the norm, the loss).
-// The schedule itself is checked as a sequence: every micro-batch forward once, backward once after
+// Decoding passes each step through the stages and gives every stage one process's logits. The
+// schedule itself is checked as a sequence: every micro-batch forward once, backward once after
 // it, never more in flight than 1F1B allows.
 //
 // Every rank runs every case in step under the MPI harness (harness.hpp).
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "reason/attention/multi_head.hpp"
+#include "reason/core/philox.hpp"
 #include "reason/ffn/swiglu.hpp"
 #include "reason/model/transformer.hpp"
 #include "reason/optim/adamw.hpp"
@@ -156,6 +158,49 @@ void check_training(test::MpiHarness& h, Comm& world) {
                 static_cast<long long>(steps_reduce.calls), report.c_str(), static_cast<long long>(steps));
 }
 
+/// Decoding through the stages: each stage's DecodeState holds its own layers' caches, every decode
+/// step sends the hidden state [B, C] once per stage boundary and broadcasts the last stage's logits
+/// (one all-reduce); every stage's logits are bit-equal to each other's and equal one process's
+/// (the same arithmetic, layer by layer: bit for bit).
+void check_decoding(test::MpiHarness& h, Comm& world) {
+  const model::Config cfg = four_layers();
+  Counting counted(world);
+  Group group(counted);
+  Net ref(cfg);
+  Net net(cfg, model::Sharding<float>{.pipeline = &group});
+  const std::vector<float> full = ref.initial_params(h.seed() + 9);
+  const std::vector<float> local = net.initial_params(h.seed() + 9);
+  const index_t batch = 3, positions = 5, vocab = cfg.vocab_size;
+  auto ref_state = ref.make_decode_state(batch, positions);
+  auto state = net.make_decode_state(batch, positions);
+  h.check(state.cache_bytes() * static_cast<std::size_t>(cfg.num_layers) ==
+              ref_state.cache_bytes() * static_cast<std::size_t>(net.local_layers()),
+          "a stage's decode state holds its own layers' caches");
+  Philox rng(h.seed(), 31);
+  std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch));
+  std::vector<float> want(static_cast<std::size_t>(batch * vocab)), got(want.size());
+  bool equal = true;
+  counted.reset();
+  for (index_t pos = 0; pos < positions; ++pos) {
+    for (std::int32_t& t : tokens) t = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(vocab)));
+    const auto tv = make_view(static_cast<const std::int32_t*>(tokens.data()), batch);
+    ref.decode_step(full.data(), tv, pos, ref_state, make_view(want.data(), batch, vocab));
+    net.decode_step(local.data(), tv, pos, state, make_view(got.data(), batch, vocab));
+    equal = equal && got == want;
+  }
+  h.check(equal, "stage " + std::to_string(world.rank()) + ": decoded logits differ from one process's");
+  const int stages = world.size();
+  const std::int64_t boundaries = world.rank() < stages - 1 ? 1 : 0, from_before = world.rank() > 0 ? 1 : 0;
+  h.check(counted.tally(Collective::send).calls == positions * boundaries &&
+              counted.tally(Collective::recv).calls == positions * from_before &&
+              counted.tally(Collective::all_reduce).calls == (stages > 1 ? positions : 0),
+          "decoding: " + counted.report());
+  if (world.rank() == 0)
+    std::printf("decoding through %d stage(s): %lld positions of %lld sequences, logits bit-equal to one process's; "
+                "stage 0: %s\n", stages, static_cast<long long>(positions), static_cast<long long>(batch),
+                counted.report().c_str());
+}
+
 /// Whole-model calls on a stage and pipelines longer than the model are refused.
 void check_errors(test::MpiHarness& h, Comm& world) {
   Counting counted(world);
@@ -194,6 +239,8 @@ int main(int argc, char** argv) {
   h.run("pipelined training equals one process; its messages; each stage's share",
         [&](test::MpiHarness& t) { check_training(t, world); });
   h.run("a checkpoint of the pipeline resumes split and in one process", [&](test::MpiHarness& t) { check_checkpoint(t, world); });
+  h.run("decoding passes through the stages and gives every stage one process's logits",
+        [&](test::MpiHarness& t) { check_decoding(t, world); });
   h.run("whole-model calls on a stage are refused", [&](test::MpiHarness& t) { check_errors(t, world); });
   return h.finish();
 }

@@ -34,9 +34,10 @@
 // (moe/moe.hpp) and everything else is replicated; each rank runs its own sequences, the forwards
 // and backwards of the group in step — a rank with no sequences in one still serves its experts
 // (a forward of [0, T] tokens), and decoding goes on while any rank decodes (any_rank_decoding).
-// Built with Sharding{.pipeline = group}, it is
-// one stage of a pipeline: a consecutive run of layers, driven through stage_forward and
-// stage_backward by parallel::Pipeline's 1F1B schedule. Every way, layout() is this rank's share
+// Built with Sharding{.pipeline = group}, it is one stage of a pipeline: a consecutive run of layers,
+// driven through stage_forward (stage_forward_objective) and stage_backward by parallel::Pipeline's
+// 1F1B schedule; decode_step passes each step through the stages and gives every stage the logits.
+// Every way, layout() is this rank's share
 // and shard_plan() maps it onto full_layout(), the unsplit model's.
 #pragma once
 
@@ -261,6 +262,18 @@ class Transformer {
     cur().pending_backward = true;
     return {};
   }
+  /// stage_forward with a caller-defined objective on the last stage's logits (forward_objective's;
+  /// RL losses): grads null evaluates only (no backward follows). Returns the objective's loss on
+  /// the last stage, 0 on the others.
+  template <class Objective>
+  double stage_forward_objective(const T* params, T* grads, View<const std::int32_t, 2> tokens, Objective&& objective,
+                                 View<const T, 2> input) {
+    const View<const T, 2>* in = first_stage() ? nullptr : &input;
+    run_trunk(params, tokens, grads != nullptr, in, true);
+    if (last_stage()) return objective_head(params, grads, objective);
+    cur().pending_backward = grads != nullptr;
+    return 0.0;
+  }
   /// This stage's output [B T, C] of the last stage_forward (what the next stage receives).
   [[nodiscard]] View<const T, 2> stage_output() const { return cur().acts.layers.back().out; }
   /// The backward of the last stage_forward in the current slot: the last stage from its loss,
@@ -298,13 +311,7 @@ class Transformer {
   double forward_objective(const T* params, T* grads, View<const std::int32_t, 2> tokens, Objective&& objective,
                            double aux_weight = 1.0) {
     run_trunk(params, tokens, grads != nullptr);
-    const index_t c = config_.hidden_size;
-    const Activations& a = cur().acts;
-    const double loss = a.final_h.size(0) == 0 ? 0.0 : kernels::lm_head_objective<T>(
-        a.final_h, matrix_at(params, lm_head_, config_.vocab_size, c), a.loss_scratch,
-        grads ? a.dfinal : View<T, 2>{}, grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{},
-        objective);
-    cur().pending_backward = grads != nullptr;
+    const double loss = objective_head(params, grads, objective);
     if (grads != nullptr) note_training_forward(aux_weight);
     return loss;
   }
@@ -396,17 +403,17 @@ class Transformer {
     Arena arena_;
   };
 
+  /// On a pipeline stage: the caches of this stage's layers (decode_step below).
   [[nodiscard]] DecodeState make_decode_state(index_t batch, index_t max_seq) const {
-    expect_no_pipeline("Transformer::make_decode_state");
     REASON_CHECK(batch > 0 && max_seq > 0 && max_seq <= config_.max_seq_len, "Transformer::make_decode_state: batch = ",
                  batch, ", max_seq = ", max_seq, "; expected > 0 and max_seq <= max_seq_len = ", config_.max_seq_len);
     DecodeState st;
     st.batch_ = batch;
     st.max_seq_ = max_seq;
     const index_t per_layer = batch * layers_[0].attn.cache_elems(max_seq);
-    st.cache_elems_ = static_cast<std::size_t>(per_layer * config_.num_layers);
+    st.cache_elems_ = static_cast<std::size_t>(per_layer * local_layers());
     st.memory_.assign(st.cache_elems_, T(0));
-    for (index_t l = 0; l < config_.num_layers; ++l)
+    for (index_t l = 0; l < local_layers(); ++l)
       st.caches_.push_back(layers_[l].attn.cache_at(st.memory_.data() + l * per_layer, batch, max_seq));
     auto carve_scratch = [&](Arena& arena) {
       const index_t c = config_.hidden_size;
@@ -439,6 +446,10 @@ class Transformer {
 
   /// Feeds tokens [B] at position `pos` (every sequence at the same position) and writes the
   /// next-token logits [B, V]. Positions must be fed in order 0, 1, 2, ... per state.
+  /// On a pipeline stage it is a collective of the stages: the first embeds the tokens, each runs
+  /// its layers on what the previous one sends ([B, C]) and sends its output on, and the last
+  /// stage's logits are broadcast, so every stage gets them bit for bit and samples what the others
+  /// sample (no stage decodes alone; the pipeline runs one step at a time, without overlap).
   void decode_step(const T* params, View<const std::int32_t, 1> tokens, index_t pos, DecodeState& st,
                    View<T, 2> logits) const {
     expect_shape(tokens, "decode_step: tokens", {st.batch_});
@@ -446,18 +457,23 @@ class Transformer {
     REASON_CHECK(pos >= 0 && pos < st.max_seq_, "decode_step: position ", pos, " outside [0, ", st.max_seq_, ")");
     REASON_CHECK(pos <= st.next_pos_, "decode_step: position ", pos, " skips ahead of the next position ", st.next_pos_,
                  " (positions before it were never fed; the cache has no keys there)");
-    expect_no_pipeline("Transformer::decode_step");
-    REASON_CHECK(static_cast<index_t>(st.caches_.size()) == config_.num_layers && st.x_.size(1) == config_.hidden_size,
+    REASON_CHECK(static_cast<index_t>(st.caches_.size()) == local_layers() && st.x_.size(1) == config_.hidden_size,
                  "decode_step: the DecodeState was made by a model of another shape (", st.caches_.size(), " layers, width ",
-                 st.x_.size(1), "; this model: ", config_.num_layers, ", ", config_.hidden_size, ")");
+                 st.x_.size(1), "; this model: ", local_layers(), ", ", config_.hidden_size, ")");
     const index_t history = layers_[0].attn.cache_history();
     REASON_CHECK(history == 0 || pos + 1 >= st.next_pos_,  // a ring buffer has overwritten what an earlier position sees
                  "decode_step: position ", pos, " rewinds past what the cache keeps (", history,
                  " positions, the last of them ", st.next_pos_ - 1, "; only the last position may be fed again)");
     st.next_pos_ = pos + 1;
     const index_t c = config_.hidden_size;
-    kernels::embedding_forward<T>(tokens, matrix_at(params, embed_, config_.vocab_size, c), st.x_);
-    for (index_t l = 0; l < config_.num_layers; ++l) {
+    ShardGroup<T>* stages = sharding_.pipeline;
+    const int stage = sharding_.pipeline_rank();
+    auto flat = [](View<T, 2> v) { return std::span<T>(v.data, static_cast<std::size_t>(v.size(0) * v.size(1))); };
+    if (first_stage())
+      kernels::embedding_forward<T>(tokens, matrix_at(params, embed_, config_.vocab_size, c), st.x_);
+    else
+      stages->recv(flat(st.x_), stage - 1);
+    for (index_t l = 0; l < local_layers(); ++l) {
       const Layer& m = layers_[l];
       m.attn_norm.forward(params, st.x_, st.h_, st.rstd_);
       m.attn.decode(params, st.h_, pos, st.caches_[l], st.attn_scratch_, st.y_);
@@ -471,9 +487,19 @@ class Transformer {
       if (!m.routed) sum_partial(st.y_);
       kernels::accumulate<T>(st.x_, st.y_);
     }
-    final_norm_.forward(params, st.x_, st.h_, st.rstd_);
-    kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), st.h_,
-                     matrix_at(params, lm_head_, config_.vocab_size, c), T(0), logits);
+    if (!last_stage()) {
+      stages->send(flat(st.x_), stage + 1);
+      for (index_t b = 0; b < st.batch_; ++b) std::fill_n(logits.row(b), config_.vocab_size, T(0));
+    } else {
+      final_norm_.forward(params, st.x_, st.h_, st.rstd_);
+      kernels::gemm<T>(kernels::Trans::N, kernels::Trans::T, T(1), st.h_,
+                       matrix_at(params, lm_head_, config_.vocab_size, c), T(0), logits);
+    }
+    // The last stage's logits to every stage: a sum in which the others add zeros (exact).
+    if (stages != nullptr && stages->size() > 1) {
+      REASON_CHECK(logits.is_contiguous(), "decode_step: a pipeline stage's logits must be contiguous");
+      stages->all_reduce_sum(flat(logits));
+    }
   }
 
  private:
@@ -801,6 +827,21 @@ class Transformer {
                  first_layer_ + local_layers(), ") and runs through stage_forward/stage_backward (parallel::Pipeline)");
   }
 
+  /// The LM head with `objective` on the logits of the last run_trunk (kernels/lm_head.hpp); with
+  /// grads, d(final hidden) for backward and d(lm_head). Zero rows (an expert-parallel rank without
+  /// sequences): nothing.
+  template <class Objective>
+  double objective_head(const T* params, T* grads, Objective& objective) {
+    const index_t c = config_.hidden_size;
+    const Activations& a = cur().acts;
+    cur().pending_backward = grads != nullptr;
+    if (a.final_h.size(0) == 0) return 0.0;
+    return kernels::lm_head_objective<T>(
+        a.final_h, matrix_at(params, lm_head_, config_.vocab_size, c), a.loss_scratch,
+        grads ? a.dfinal : View<T, 2>{}, grads ? matrix_at(grads, lm_head_, config_.vocab_size, c) : View<T, 2>{},
+        objective);
+  }
+
   /// Tensor parallel: the sum over the group of a row-parallel product's partial rows, in place.
   void sum_partial(View<T, 2> x) const {
     if (sharding_.tensor == nullptr) return;
@@ -818,6 +859,7 @@ class Transformer {
   /// After a training forward: each MoE layer weights its aux loss gradient and adds its
   /// router statistics to the reported ones and its load to the step's.
   void note_training_forward(double aux_weight) {
+    if (cur().batch == 0) return;  // an expert-parallel rank serving the others: nothing of its own to count
     if constexpr (routed) {
       for (index_t i = 0; i < moe_layers_; ++i) {
         const index_t l = config_.first_dense_layers + i;

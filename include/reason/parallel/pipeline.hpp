@@ -18,6 +18,7 @@
 // equals one process on the whole batch within fp32 tolerance; the optimizer steps per stage over
 // its own layers (the gradient norm summed over the stages: ModelParallelBuffers).
 // Bubble: (S - 1) / (M + S - 1) of the step is idle on each stage; more micro-batches shrink it.
+// rl::GrpoTrainer runs its passes through run_1f1b too, and its log-probabilities through run_forwards.
 #pragma once
 
 #include <algorithm>
@@ -118,6 +119,27 @@ class PipelineBuffers : public ModelParallelBuffers<Base, C, false> {
       if (!last) comm.recv(sized(output_grad_, i), s + 1);
       bwd(i);
       if (!first) comm.send(din(), s - 1);
+    }
+  }
+
+  /// Forwards only, without gradients (evaluating micro-batches, e.g. GRPO's log-probabilities):
+  /// each micro-batch through the stages in turn, forward(m, input) running Net::stage_forward_objective
+  /// (or another stage forward; input empty on the first stage), its output sent on. A stage works on
+  /// micro-batch m + 1 while the next one works on m.
+  template <class Net, class Forward>
+  void run_forwards(Net& net, int micro_batches, const std::function<index_t(int)>& rows, Forward&& forward) {
+    C& comm = this->communicator();
+    const int stages = comm.size(), s = comm.rank();
+    const index_t width = net.config().hidden_size;
+    for (int m = 0; m < micro_batches; ++m) {
+      View<const T, 2> input{};
+      if (s > 0) {
+        input_.resize(static_cast<std::size_t>(rows(m) * width));
+        comm.recv(std::span<T>(input_), s - 1);
+        input = make_view(static_cast<const T*>(input_.data()), rows(m), width);
+      }
+      forward(m, input);
+      if (s < stages - 1) comm.send(flat(net.stage_output()), s + 1);
     }
   }
 

@@ -82,7 +82,13 @@
 // experts serve each other's tokens), so they run in step: the rollouts decode in lockstep until
 // every rank's rows are done (infer/lockstep.hpp), and a rank with fewer kept rows (dynamic sampling)
 // runs forwards of zero sequences for the micro-batches it lacks, serving its experts to the others.
-// Pipeline parallelism is refused: a pipeline stage cannot decode alone.
+// Pipeline parallelism (parallel::Pipeline, the Net built with model::Sharding{.pipeline}): every
+// stage works on all of the step's rows, like tensor parallelism. A decode step passes through the
+// stages and every stage gets the last one's logits (Transformer::decode_step), so every stage samples
+// the same completions and scores the same rewards; logp_old and logp_ref are recorded by forwards
+// through the stages (parallel::PipelineBuffers::run_forwards, the last stage's objective keeping
+// them), and each pass runs its micro-batches in the 1F1B schedule (run_1f1b) with the GRPO objective
+// on the last stage, whose pass statistics are then summed over the stages (one all-reduce per step).
 #pragma once
 
 #include <algorithm>
@@ -313,12 +319,7 @@ class GrpoTrainer {
     REASON_CHECK(net_.config().vocab_size == data::Tokenizer::vocab_size, "GrpoTrainer: the model's vocabulary has ",
                  net_.config().vocab_size, " tokens but prompts and completions use data::Tokenizer's ",
                  data::Tokenizer::vocab_size);
-    if constexpr (requires { net.sharding(); }) {
-      REASON_CHECK(net.sharding().pipeline == nullptr,
-                   "GrpoTrainer: the policy is split by pipeline parallelism; GRPO's sampling needs every rank to "
-                   "decode the whole model (tensor or expert parallelism, or an unsplit model)");
-      forwards_in_step_ = net.sharding().expert != nullptr;
-    }
+    if constexpr (requires { net.sharding(); }) forwards_in_step_ = net.sharding().expert != nullptr;
     if constexpr (distributed) {
       double ranks = 1;
       buf_.sum_across_ranks(std::span<double>(&ranks, 1));
@@ -495,8 +496,22 @@ class GrpoTrainer {
       }
       logp_old_.assign(static_cast<std::size_t>(R * L), T(0));
       logp_ref_.assign(cfg_.beta != 0 ? static_cast<std::size_t>(R * L) : 0, T(0));
+      if constexpr (pipelined) {  // the micro-batches through the stages; the last stage's objective records
+        auto record = [&](const T* params, std::vector<T>& out) {
+          buf_.run_forwards(
+              net_, static_cast<int>(micro), [&](int m) { return std::min(mb, R - m * mb) * seq_; },
+              [&](int m, View<const T, 2> input) {
+                const index_t r0 = m * mb, n = std::min(mb, R - r0);
+                TokenLogProbs<T> rec(rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
+                                     make_view(out.data() + r0 * seq_, n, seq_));
+                net_.stage_forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec, input);
+              });
+        };
+        record(buf_.params(), logp_old_);
+        if (cfg_.beta != 0) record(buf_.reference(), logp_ref_);
+      }
       // Expert parallel: every rank runs as many forwards as the busiest (serve_experts when out of rows).
-      for (index_t m = 0; m < (forwards_in_step_ ? micro_steps : micro); ++m) {
+      for (index_t m = 0; m < (pipelined ? 0 : forwards_in_step_ ? micro_steps : micro); ++m) {
         const index_t r0 = m * mb;
         if (r0 >= R) {
           serve_experts(buf_.params(), nullptr);
@@ -507,7 +522,13 @@ class GrpoTrainer {
         record_logps(buf_.params(), r0, n, logp_old_);
         if (cfg_.beta != 0) record_logps(buf_.reference(), r0, n, logp_ref_);
       }
-      const double gap = rollout_gap(prompts, ro, keep);
+      // (a pipeline: log p_old is the last stage's; the others report 0, and the gap is summed over the stages)
+      double gap = 0;
+      if constexpr (pipelined) {
+        if (net_.last_stage()) gap = rollout_gap(prompts, ro, keep);
+      } else {
+        gap = rollout_gap(prompts, ro, keep);
+      }
       const auto t_logp = Clock::now();
       s.seconds.logp = seconds(t_score, t_logp);
 
@@ -527,15 +548,40 @@ class GrpoTrainer {
         p.loss_scale = scaler_.scale();
         double loss = 0, ratio = 0, clipped = 0, kl = 0, entropy = 0;
         index_t tokens = 0;
-        for (index_t m = 0; m < micro_steps; ++m) {
+        auto add = [&](const PolicyStats& ps) {
+          const auto k = static_cast<double>(ps.tokens);
+          loss += ps.loss;
+          tokens += ps.tokens;
+          ratio += ps.mean_ratio * k;
+          clipped += ps.clip_fraction * k;
+          kl += ps.mean_kl * k;
+          entropy += ps.mean_entropy * k;
+        };
+        auto micro_batch = [&](index_t r0, index_t n) {
+          return RolloutBatch<T>{rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
+                                 rows_view(logp_old_.data(), r0, n),
+                                 cfg_.beta != 0 ? rows_view(logp_ref_.data(), r0, n) : View<const T, 2>{},
+                                 std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
+                                                                         static_cast<std::size_t>(n))};
+        };
+        if constexpr (pipelined) {  // the pass in the 1F1B schedule; the objective on the last stage
+          buf_.run_1f1b(
+              net_, static_cast<int>(micro), [&](int m) { return std::min(mb, R - m * mb) * seq_; },
+              [&](int m, View<const T, 2> input) {
+                const index_t r0 = m * mb, n = std::min(mb, R - r0);
+                const RolloutBatch<T> batch = micro_batch(r0, n);
+                typename Loss::template Batch<T> objective(batch, coef);
+                train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
+                net_.stage_forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled, input);
+                add(objective.stats());  // (zero before the last stage)
+              },
+              [&](int, View<const T, 2> output_grad) { net_.stage_backward(buf_.params(), buf_.grads(), output_grad); });
+        }
+        for (index_t m = 0; m < (pipelined ? 0 : micro_steps); ++m) {
           const index_t r0 = m * mb;
           if (r0 < R) {
             const index_t n = std::min(mb, R - r0);
-            const RolloutBatch<T> batch{rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
-                                        rows_view(logp_old_.data(), r0, n),
-                                        cfg_.beta != 0 ? rows_view(logp_ref_.data(), r0, n) : View<const T, 2>{},
-                                        std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
-                                                                                static_cast<std::size_t>(n))};
+            const RolloutBatch<T> batch = micro_batch(r0, n);
             typename Loss::template Batch<T> objective(batch, coef);
             train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
             if constexpr (routed)  // an MoE model's aux loss: this micro-batch's share of the rows
@@ -544,14 +590,7 @@ class GrpoTrainer {
             else
               net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled);
             net_.backward(buf_.params(), buf_.grads());
-            const PolicyStats ps = objective.stats();
-            const auto k = static_cast<double>(ps.tokens);
-            loss += ps.loss;
-            tokens += ps.tokens;
-            ratio += ps.mean_ratio * k;
-            clipped += ps.clip_fraction * k;
-            kl += ps.mean_kl * k;
-            entropy += ps.mean_entropy * k;
+            add(objective.stats());
           } else if (forwards_in_step_) {
             serve_experts(buf_.params(), buf_.grads());
           }
@@ -572,6 +611,7 @@ class GrpoTrainer {
         s.passes.push_back(p);
       }
       if constexpr (distributed) buf_.sum_across_ranks(std::span<double>(pass_sums));
+      if constexpr (pipelined) buf_.sum_over_group(std::span<double>(pass_sums));  // the last stage's, to every stage
       s.rollout_logp_gap = pass_sums[at_gap];
       for (int k = 1; k < ranks_; ++k)
         s.rollout_logp_gap = std::max(s.rollout_logp_gap, pass_sums[at_gap + static_cast<std::size_t>(k)]);
@@ -611,6 +651,8 @@ class GrpoTrainer {
  private:
   /// A policy whose buffers sum the step's scalars over ranks (parallel::DataParallel, parallel::Zero).
   static constexpr bool distributed = requires(Buffers& b, std::span<double> v) { b.sum_across_ranks(v); };
+  /// A pipeline stage's buffers (parallel::Pipeline): the passes run in their 1F1B schedule.
+  static constexpr bool pipelined = requires { Buffers::pipelined; };
   /// An MoE model: its gates balance after each update, and its aux loss is weighted per micro-batch.
   static constexpr bool routed = train::BalancesExperts<Net, T>;
 
