@@ -107,6 +107,15 @@ template <class Net>
   return s;
 }
 
+/// The routed experts of each MoE layer of Net (0 for a dense model).
+template <class Net>
+[[nodiscard]] constexpr int routed_experts() {
+  if constexpr (Net::routed)
+    return Net::ffn_policy::experts;
+  else
+    return 0;
+}
+
 /// The parameters one token goes through: all of them but the routed experts it is not sent to
 /// ((E - k) / E of the "*.experts.*" tensors of each MoE layer). A dense model: num_params().
 template <class Net>

@@ -17,7 +17,7 @@
 //           replicated; every rank trains on its own share of the batch (data parallel otherwise).
 //   --pp N  parallel::Pipeline: rank s holds layers [s L / N, (s + 1) L / N), the first also the
 //           embedding, the last the final norm and LM head; dense models, at least N layers. Every
-//           stage draws every micro-batch; whole-model calls (decoding) are refused on a stage.
+//           stage draws every micro-batch; a decode step passes through the stages (r1's GRPO).
 // The trainers' checkpoints of a split model gather it into the unsplit layout (every rank calls,
 // rank 0 writes), so one process resumes them, and any split loads them.
 #pragma once
@@ -90,7 +90,7 @@ void check_model_split(const ParallelOptions& o, const reason::model::Config& c,
     case Split::expert:
       if constexpr (!Net::routed)
         option_error(program, ": ", flag, " ", n, ": expert parallelism spreads an MoE model's experts, and this "
-                     "build's FFN is ", ffn, " (dense): build with REASON_EXAMPLE_FFN=moe (sft: the target sft_moe), "
+                     "build's FFN is ", ffn, " (dense): build with REASON_EXAMPLE_FFN=moe (the targets sft_moe and r1_moe), "
                      "or split a dense model with --tp or --pp");
       else if (Net::ffn_policy::experts % n != 0)
         option_error(program, ": ", flag, " ", n, ": the ", Net::ffn_policy::experts,
@@ -101,7 +101,7 @@ void check_model_split(const ParallelOptions& o, const reason::model::Config& c,
       if (Net::routed)
         option_error(program, ": ", flag, " ", n, ": pipeline parallelism of an MoE model is not supported (its "
                      "router statistics and balancing are per model, not per stage); this build's FFN is ", ffn,
-                     ": expert parallelism spreads its experts (sft --ep)");
+                     ": expert parallelism spreads its experts (--ep)");
       if (c.num_layers < n)
         option_error(program, ": ", flag, " ", n, ": --layers ", c.num_layers, " cannot fill ", n,
                      " pipeline stages (each needs at least one layer)");

@@ -3,7 +3,7 @@
 // and writes, one exit status for every rank, and the data-parallel policy their trainers get.
 //
 //   mpirun -np N sft --dp N [--zero 0|1|2] ...        (r1 the same)
-//   mpirun -np N sft --tp N | --ep N | --pp N ...     (sft; the model split: common/model_split.hpp)
+//   mpirun -np N sft --tp N | --ep N | --pp N ...     (r1 the same; the model split: common/model_split.hpp)
 //   --dp N     data parallel over N ranks (default 1): every rank holds the whole model and trains
 //              on its share of each step's batch; the global batch stays what --batch (r1:
 //              --sft-batch, --prompts) says and must divide by N. Gradients are summed over the
@@ -16,7 +16,7 @@
 //              expert parallel (an MoE model's experts; each rank trains on its share of the batch,
 //              which must divide by N, like --dp's) or pipeline parallel (consecutive layers per
 //              rank). A program offers the flags of the splits it runs (add_parallel_options'
-//              model_splits; r1 offers none yet, so its --help shows only --dp and --zero).
+//              model_splits: sft and r1 all three).
 // One split at a time: at most one of --dp, --tp, --ep, --pp above 1 (Ranks refuses several, naming
 // them), and its N must equal the number of processes (the messages name the flag in use).
 // When MPI starts: only when one of them is above 1 or when an MPI launcher started the process

@@ -38,6 +38,14 @@
 // the ranks (Megatron) in SFT and GRPO — every rank works on every row, and GRPO's rollouts are the
 // same on every rank (rl/grpo_trainer.hpp); the stages hand on the gathered unsplit weights, and the
 // small student trains data parallel over the same ranks. Dense builds with q/k/v attention only.
+// Expert parallel: `mpirun -np N r1 --ep N` in an MoE build (REASON_EXAMPLE_FFN=moe; the target r1_moe)
+// spreads each MoE layer's routed experts over the ranks in SFT and GRPO; every rank trains on its
+// share of each step's batch or questions, as under --dp, and GRPO's rollouts decode in lockstep (each
+// decode step exchanges the ranks' tokens; infer/lockstep.hpp). The student trains data parallel.
+// Pipeline parallel: `mpirun -np N r1 --pp N` (dense builds, at least N layers) makes each rank a stage
+// of consecutive layers in SFT and GRPO: every stage works on every row, each decode step passes
+// through the stages (every stage gets the last one's logits and samples the same tokens), and the
+// training passes run in the 1F1B schedule. The student trains data parallel.
 // On GPUs: `mpirun -np N r1 --device cuda --dp N` runs every training stage data parallel with one
 // GPU per rank over NCCL (examples/common/gpu_data_parallel.hpp; not yet run: it needs N GPUs).
 // examples/common/parallel_options.hpp says when MPI starts and how the ranks agree on errors.
@@ -113,7 +121,8 @@ int run_on_gpu(const r1::Options& o, examples::Ranks& ranks) {
 
 /// The host pipeline on this process, data parallel over the MPI world (an MoE policy's gates
 /// balance on the expert load of every rank's tokens: train::balance_experts), or with the policy
-/// tensor parallel over it (--tp; the student then trains data parallel over the same ranks).
+/// split over it: tensor (--tp), expert (--ep) or pipeline (--pp) parallel; the student then trains
+/// data parallel over the same ranks.
 template <class Policy = r1::HostNet>
 int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
   if (o.precision != "fp32")
@@ -123,19 +132,33 @@ int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
 #if REASON_WITH_MPI
   using Comm = parallel::MpiCommunicator;
   const examples::MpiDataParallel data_parallel = ranks.policy();
-  if (o.parallel.split() == examples::Split::tensor) {
-    examples::check_model_split<Policy>(o.parallel, r1::policy_config(o.teacher, o.seq), "r1");
-    if constexpr (examples::can_split<Policy>(examples::Split::tensor)) {
-      parallel::ShardGroupOf<Comm, float> group(ranks.world());  // the policy's collectives, until the run ends
+  const examples::Split split = o.parallel.split();
+  if (split == examples::Split::data)
+    return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, data_parallel, {}, data_parallel)
+        .run();
+  // The policy split (the student trains data parallel over the same ranks); a split this build's
+  // model cannot make is an OptionError here, on every rank alike.
+  examples::check_model_split<Policy>(o.parallel, r1::policy_config(o.teacher, o.seq), "r1");
+  parallel::ShardGroupOf<Comm, float> group(ranks.world());  // the policy's collectives, until the run ends
+  if constexpr (examples::can_split<Policy>(examples::Split::tensor))
+    if (split == examples::Split::tensor)
       return r1::Pipeline<Policy, r1::HostStudentNet, parallel::TensorParallel<Comm>, examples::MpiDataParallel>(
                  o, ranks, parallel::TensorParallel<Comm>(ranks.world()), {.tensor = &group}, data_parallel)
           .run();
-    }
-  }
-  return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, data_parallel, {}, data_parallel)
-      .run();
-#endif
+  if constexpr (examples::can_split<Policy>(examples::Split::expert))
+    if (split == examples::Split::expert)
+      return r1::Pipeline<Policy, r1::HostStudentNet, parallel::ExpertParallel<Comm>, examples::MpiDataParallel>(
+                 o, ranks, parallel::ExpertParallel<Comm>(ranks.world()), {.expert = &group}, data_parallel)
+          .run();
+  if constexpr (examples::can_split<Policy>(examples::Split::pipeline))
+    if (split == examples::Split::pipeline)
+      return r1::Pipeline<Policy, r1::HostStudentNet, parallel::Pipeline<Comm>, examples::MpiDataParallel>(
+                 o, ranks, parallel::Pipeline<Comm>(ranks.world()), {.pipeline = &group}, data_parallel)
+          .run();
+  fail("r1: unreachable: ", o.parallel.flag(), " (check_model_split refuses what this build cannot split)");
+#else
   fail("r1: unreachable: several ranks without MPI");
+#endif
 }
 
 }  // namespace
@@ -192,7 +215,8 @@ int main(int argc, char** argv) try {
   app.add_option("--distill-alpha", o.distill_alpha, "weight of the teacher's soft targets (1 - alpha on its tokens)")
       ->capture_default_str();
   app.add_option("--log-every", o.log_every, "steps between progress lines")->capture_default_str();
-  examples::add_parallel_options(app, o.parallel, {examples::Split::tensor});
+  examples::add_parallel_options(app, o.parallel,
+                                 {examples::Split::tensor, examples::Split::expert, examples::Split::pipeline});
   CLI11_PARSE(app, argc, argv);
   o.student.heads = std::max<index_t>(1, o.student.width / 32);
   o.student.kv_heads = o.student.heads % 2 == 0 ? o.student.heads / 2 : o.student.heads;

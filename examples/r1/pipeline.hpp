@@ -3,10 +3,13 @@
 // The types are the recipe (one `using` per choice); Options are the numbers. Every stage writes
 // its metrics as whole JSONL lines, redraws chart.svg, and saves a safetensors checkpoint.
 // Par is the policy model's trainers' parallelism policy: train::SingleProcess, examples::
-// MpiDataParallel under `mpirun -np N r1 --dp N`, or parallel::TensorParallel under `--tp N` (the
+// MpiDataParallel under `mpirun -np N r1 --dp N`, parallel::TensorParallel under `--tp N` (the
 // policy built with `sharding`: each rank holds its share of the heads and FFN units and trains on
-// every row). StudentPar is the distilled student's: the same as Par, except under --tp, where the
-// small student trains data parallel over the same ranks. Every rank runs the same Pipeline; the
+// every row), parallel::ExpertParallel under `--ep N` (an MoE policy's routed experts spread over
+// the ranks, each training on its share of the rows), or parallel::Pipeline under `--pp N` (each rank
+// a stage of consecutive layers, working on every row). StudentPar is the distilled student's: the
+// same as Par, except under a split, where the small dense student trains data parallel over the
+// same ranks. Every rank runs the same Pipeline; the
 // data-parallel stages split each step's batch over the ranks; stages hand the next one the unsplit
 // weights (a split trainer gathers them); rank 0 alone evaluates, quantizes, prints and writes
 // (examples/common/parallel_options.hpp).
@@ -118,7 +121,7 @@ struct Options {
   std::int64_t distill_steps = 1200;
   double distill_alpha = 0.5;
   std::int64_t log_every = 50;
-  // processes: --dp, --zero, --tp (examples/common/parallel_options.hpp); the batches above are global
+  // processes: --dp, --zero, --tp, --ep, --pp (examples/common/parallel_options.hpp); the batches above are global
   examples::ParallelOptions parallel;
 };
 

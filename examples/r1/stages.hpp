@@ -104,11 +104,22 @@ int Pipeline<Net, StudentNet, Par, StudentPar>::run() {
     std::printf("policy parameters: %zu in all, %zu active per token\n", net.num_params(), examples::active_params(net));
   }
 
-  if constexpr (split)
-    std::printf("tensor parallel: %d ranks; each holds its share of the policy's heads and FFN units in SFT and GRPO "
-                "and works on every row; the student trains data parallel; rank 0 evaluates\n",
-                ranks_.size());
-  else if (ranks_.size() > 1)
+  if constexpr (split) {
+    if (sharding_.expert != nullptr)
+      std::printf("expert parallel: %d ranks; each holds %d of the %d routed experts of each MoE layer in SFT and "
+                  "GRPO and trains on its share of every step's batch (GRPO: of its questions, decoded in lockstep); "
+                  "the student trains data parallel; rank 0 evaluates\n",
+                  ranks_.size(), examples::routed_experts<Net>() / ranks_.size(), examples::routed_experts<Net>());
+    else if (sharding_.pipeline != nullptr)
+      std::printf("pipeline parallel: %d stages of the policy's %lld layers in SFT and GRPO, each working on every "
+                  "row (decoding passes each step through the stages; training in the 1F1B schedule); the student "
+                  "trains data parallel; rank 0 evaluates\n",
+                  ranks_.size(), static_cast<long long>(mc.num_layers));
+    else
+      std::printf("tensor parallel: %d ranks; each holds its share of the policy's heads and FFN units in SFT and "
+                  "GRPO and works on every row; the student trains data parallel; rank 0 evaluates\n",
+                  ranks_.size());
+  } else if (ranks_.size() > 1)
     std::printf("data parallel: %d ranks (%s); each trains on its share of every step's batch, rank 0 evaluates\n",
                 ranks_.size(),
                 o_.parallel.zero == 0 ? "ZeRO off" : (o_.parallel.zero == 1 ? "ZeRO-1" : "ZeRO-2"));
@@ -236,8 +247,8 @@ std::vector<float> Pipeline<Net, StudentNet, Par, StudentPar>::run_grpo(const mo
     start.resize(net.num_params());
     net.shard_plan().scatter(std::span<const float>(init), std::span<float>(start));
   }
-  // (data parallel: each rank samples and trains on its share of the questions; tensor parallel:
-  // every rank all of them, on its share of the model)
+  // (data and expert parallel: each rank samples and trains on its share of the questions; tensor
+  // and pipeline parallel: every rank all of them, on its share of the model)
   Policy policy(net, start, Optimizer{.config = {.weight_decay = 0.0}}, infer::Temperature{o_.temperature}, R1Reward{},
                 gc, par_);
   const io::SafetensorsMetadata extra{{"example", "r1"}, {"stage", "grpo"},
