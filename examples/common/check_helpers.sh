@@ -12,3 +12,18 @@ expect_refusal() {
   [[ $status == 1 ]] || { cat "$log"; fail "$(basename "$log" .log): exit status $status, expected 1"; }
   [[ $(grep -cF -- "$message" "$log") == 1 ]] || { cat "$log"; fail "$(basename "$log" .log): expected the message once: $message"; }
 }
+
+# step_loss_load <metrics.jsonl>: "step loss load" for each line with a loss and a step; load: the
+# step's router assignments summed over every MoE layer and expert (0 for a dense model).
+step_loss_load() {
+  awk '/"loss"/ && /"step"/ {
+         match($0, /"loss":[^,}]*/); loss = substr($0, RSTART + 7, RLENGTH - 7)
+         match($0, /"step":[0-9]+/); step = substr($0, RSTART + 7, RLENGTH - 7)
+         load = 0; rest = $0
+         while (match(rest, /"load":\[[^]]*\]/)) {
+           n = split(substr(rest, RSTART + 8, RLENGTH - 9), v, ",")
+           for (i = 1; i <= n; ++i) load += v[i]
+           rest = substr(rest, RSTART + RLENGTH)
+         }
+         print step, loss, load }' "$1"
+}

@@ -36,19 +36,8 @@ for stage in sft grpo distill eval quantize; do
   grep -q "\"stage\":\"$stage\"" "$work/ep2/metrics.jsonl" || fail "no $stage lines in metrics.jsonl"
 done
 
-# "step loss load" of each SFT step; load: the step's router assignments over every MoE layer and expert.
-sft_steps() {
-  grep '"stage":"sft"' "$1" | awk '/"step"/ {
-    match($0, /"loss":[^,}]*/); loss = substr($0, RSTART + 7, RLENGTH - 7)
-    match($0, /"step":[0-9]+/); step = substr($0, RSTART + 7, RLENGTH - 7)
-    load = 0; rest = $0
-    while (match(rest, /"load":\[[^]]*\]/)) {
-      n = split(substr(rest, RSTART + 8, RLENGTH - 9), v, ",")
-      for (i = 1; i <= n; ++i) load += v[i]
-      rest = substr(rest, RSTART + RLENGTH)
-    }
-    print step, loss, load }'
-}
+# "step loss load" of each SFT step (check_helpers.sh).
+sft_steps() { grep '"stage":"sft"' "$1" | step_loss_load /dev/stdin; }
 paste <(sft_steps "$work/one/metrics.jsonl") <(sft_steps "$work/ep2/metrics.jsonl") > "$work/sft.losses"
 [[ $(wc -l < "$work/sft.losses") == 12 ]] || { cat "$work/sft.losses"; fail "expected 12 SFT steps"; }
 awk '{ d = $2 - $5; if (d < 0) d = -d; if ($1 != $4 || d > 1e-4 * $2) { print "SFT step " $1 ": " $2 " vs " $5; bad = 1 }

@@ -26,23 +26,9 @@ args=("${common[@]}" --heads 2 --batch 8)
 fail() { echo "sft_split: $*"; exit 1; }
 source "$(dirname "$0")/../common/check_helpers.sh"
 
-# "step loss load" per step line of a metrics.jsonl; load: the step's router assignments over every
-# MoE layer and expert (0 for a dense model).
-steps() {
-  awk '/"loss"/ && /"step"/ {
-         match($0, /"loss":[^,}]*/); loss = substr($0, RSTART + 7, RLENGTH - 7)
-         match($0, /"step":[0-9]+/); step = substr($0, RSTART + 7, RLENGTH - 7)
-         load = 0; rest = $0
-         while (match(rest, /"load":\[[^]]*\]/)) {
-           n = split(substr(rest, RSTART + 8, RLENGTH - 9), v, ",")
-           for (i = 1; i <= n; ++i) load += v[i]
-           rest = substr(rest, RSTART + RLENGTH)
-         }
-         print step, loss, load }' "$1"
-}
 # compare <what> <one-process metrics> <run metrics> <steps expected>
 compare() {
-  paste <(steps "$2") <(steps "$3") > "$work/$1.losses"
+  paste <(step_loss_load "$2") <(step_loss_load "$3") > "$work/$1.losses"
   [[ $(wc -l < "$work/$1.losses") == "$4" ]] || { cat "$work/$1.losses"; fail "$1: expected $4 step lines"; }
   awk -v what="$1" '{ d = $2 - $5; if (d < 0) d = -d; s = $2 < 0 ? -$2 : $2;
          if ($1 != $4 || d > 1e-4 * s) { printf "step %s: one process %s, %s %s\n", $1, $2, what, $5; bad = 1 }

@@ -243,6 +243,20 @@ void check_data_parallel_moe(test::MpiHarness& h, Comm& world) {
           "expected the load's all-reduce after each pass: " + counted.report());
 }
 
+/// One process (every rank alone) resumes the split run's checkpoint at `path` (written after one
+/// step) and goes on like the one-process run `ref` of the policy `mc`, within fp32 tolerance.
+void check_resumes_on_one_process(test::MpiHarness& h, const std::filesystem::path& path, const model::Config& mc,
+                                  const rl::GrpoTrainerConfig& cfg, const Run& ref, const std::string& what) {
+  Net net(mc);
+  Trainer<GrpoLoss> alone(net, std::span<const float>(net.initial_params(3)), optimizer(), infer::Temperature{1.0f},
+                          ContainsTarget{}, cfg);
+  rl::load_checkpoint(path, alone);
+  const Run rest = run(alone, steps - 1, false);
+  const double diff = max_abs_diff(rest.params, ref.params);
+  h.check(diff <= 2e-5 * max_abs(ref.params),
+          "one process resumed from the " + what + " checkpoint differs by " + std::to_string(diff));
+}
+
 /// Tensor-parallel GRPO: every rank holds its share of the policy (heads and FFN units; KV heads
 /// replicated at 4 ranks) and works on all the rows. The rollouts are the one-process ones (the split
 /// model's logits are bit-equal on every rank), the gathered parameters within fp32 tolerance of one
@@ -296,14 +310,7 @@ void check_tensor_parallel(test::MpiHarness& h, Comm& world) {
   rl::load_checkpoint(path, resumed);
   const Run rest = run(resumed, steps - 1, false);
   h.check(max_abs_diff(rest.params, local) == 0.0, "a resumed tensor-parallel run differs from the uninterrupted one");
-  Net net4(test::tiny_policy_config());
-  Trainer<GrpoLoss> alone(net4, std::span<const float>(net4.initial_params(3)), optimizer(), infer::Temperature{1.0f},
-                          ContainsTarget{}, cfg);
-  rl::load_checkpoint(path, alone);
-  const Run alone_rest = run(alone, steps - 1, false);
-  const double diff = max_abs_diff(alone_rest.params, ref.params);
-  h.check(diff <= 2e-5 * max_abs(ref.params),
-          "one process resumed from the tensor-parallel checkpoint differs by " + std::to_string(diff));
+  check_resumes_on_one_process(h, path, test::tiny_policy_config(), cfg, ref, "tensor-parallel");
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove(path);
 }
@@ -389,14 +396,7 @@ void check_pipeline(test::MpiHarness& h, Comm& world) {
   (void)run(first, 1, false);
   rl::save_checkpoint(path, first);
   world.barrier();
-  Net net3(mc);
-  Trainer<GrpoLoss> alone(net3, std::span<const float>(net3.initial_params(3)), optimizer(), infer::Temperature{1.0f},
-                          ContainsTarget{}, cfg);
-  rl::load_checkpoint(path, alone);
-  const Run rest = run(alone, steps - 1, false);
-  const double diff = max_abs_diff(rest.params, ref.params);
-  h.check(diff <= 2e-5 * max_abs(ref.params),
-          "one process resumed from the pipeline checkpoint differs by " + std::to_string(diff));
+  check_resumes_on_one_process(h, path, mc, cfg, ref, "pipeline");
   world.barrier();
   if (world.rank() == 0) std::filesystem::remove(path);
 }
