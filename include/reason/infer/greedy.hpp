@@ -59,12 +59,7 @@ std::vector<std::vector<std::int32_t>> generate_greedy(const Net& net, const typ
       all_finished = all_finished && finished[b];
     }
     const bool all_done = all_finished || pos + 1 >= max_len;
-    if (!detail::any_rank_decoding(net, !all_done)) break;
-    if (all_done) {  // expert parallel: other ranks still decode; repeat the last position with them
-      do net.decode_step(params, feed_view, pos - 1, state, logits_view);
-      while (detail::any_rank_decoding(net, false));
-      break;
-    }
+    if (!detail::keep_decoding(net, params, all_done, feed_view, pos, state, logits_view)) break;  // (lockstep.hpp)
     net.decode_step(params, feed_view, pos, state, logits_view);
     for (index_t b = 0; b < batch; ++b) {
       const auto plen = static_cast<index_t>(prompts[static_cast<std::size_t>(b)].size());

@@ -38,6 +38,20 @@ bool any_rank_decoding(const Net& net, bool here) {
     return here;
 }
 
+/// The test at the top of a decode loop at position `pos`, `done` saying whether this rank's rows are
+/// all done: whether to decode `pos`. Without lockstep: !done. With it: true while this rank decodes;
+/// once it is done, it repeats position pos - 1 (feed and logits as last time, the logits unused) with
+/// the others until no rank decodes, then false.
+template <class Net>
+bool keep_decoding(const Net& net, const typename Net::T* params, bool done, View<const std::int32_t, 1> feed,
+                   index_t pos, typename Net::DecodeState& state, View<typename Net::T, 2> logits) {
+  if (!any_rank_decoding(net, !done)) return false;
+  if (!done) return true;
+  do net.decode_step(params, feed, pos - 1, state, logits);
+  while (any_rank_decoding(net, false));
+  return false;
+}
+
 /// A rank with no rows (left) while other ranks decode: joins each of their decode steps with one
 /// dummy row at position 0 (its logits unused) until none decodes. Nothing without lockstep.
 template <class Net>

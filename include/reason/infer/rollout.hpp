@@ -112,12 +112,7 @@ void rollout_rows(const Net& net, const typename Net::T* params, std::span<const
       feed[static_cast<std::size_t>(b)] = pos < plen ? p[static_cast<std::size_t>(pos)] : (o.empty() ? p.back() : o.back());
       all_done = all_done && done[static_cast<std::size_t>(b)];
     }
-    if (!any_rank_decoding(net, !all_done)) break;
-    if (all_done) {  // expert parallel: other ranks still decode; repeat the last position with them (lockstep.hpp)
-      do net.decode_step(params, feed_view, pos - 1, state, logits_view);
-      while (any_rank_decoding(net, false));
-      break;
-    }
+    if (!keep_decoding(net, params, all_done, feed_view, pos, state, logits_view)) break;  // (lockstep.hpp)
     net.decode_step(params, feed_view, pos, state, logits_view);
     parallel_for(batch, std::max<index_t>(1, 16384 / std::max<index_t>(1, vocab)), [&](index_t b0, index_t b1) {
       SampleScratch ws;

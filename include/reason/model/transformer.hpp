@@ -592,7 +592,7 @@ class Transformer {
     const index_t batch = tokens.size(0), seq = tokens.size(1), n = batch * seq, c = config_.hidden_size;
     // Expert parallel: a rank may have no sequences in a forward the others run; it still takes
     // part in every exchange, its experts computing on the rows the other ranks send.
-    REASON_CHECK(seq > 0 && (batch > 0 || (batch == 0 && sharding_.expert != nullptr)), "Transformer: tokens: shape ",
+    REASON_CHECK(seq > 0 && (batch > 0 || sharding_.expert != nullptr), "Transformer: tokens: shape ",
                  shape_string(tokens.shape), ", expected at least one sequence of at least one token (zero sequences ",
                  "only on a rank of an expert-parallel model)");
     REASON_CHECK(tokens.is_contiguous() || batch == 0, "Transformer: tokens must be contiguous [B, T]");
