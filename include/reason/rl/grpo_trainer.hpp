@@ -496,31 +496,35 @@ class GrpoTrainer {
       }
       logp_old_.assign(static_cast<std::size_t>(R * L), T(0));
       logp_ref_.assign(cfg_.beta != 0 ? static_cast<std::size_t>(R * L) : 0, T(0));
+      // Micro-batch m is rows [m mb, m mb + rows_in(m)) of this rank's kept rows.
+      const auto rows_in = [&](index_t m) { return std::min(mb, R - m * mb); };
+      const auto micro_batch = [&](index_t m) {
+        const index_t r0 = m * mb, n = rows_in(m);
+        return RolloutBatch<T>{rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
+                               rows_view(logp_old_.data(), r0, n),
+                               cfg_.beta != 0 ? rows_view(logp_ref_.data(), r0, n) : View<const T, 2>{},
+                               std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
+                                                                       static_cast<std::size_t>(n))};
+      };
       if constexpr (pipelined) {  // the micro-batches through the stages; the last stage's objective records
         auto record = [&](const T* params, std::vector<T>& out) {
           buf_.run_forwards(
-              net_, static_cast<int>(micro), [&](int m) { return std::min(mb, R - m * mb) * seq_; },
-              [&](int m, View<const T, 2> input) {
-                const index_t r0 = m * mb, n = std::min(mb, R - r0);
-                TokenLogProbs<T> rec(rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
-                                     make_view(out.data() + r0 * seq_, n, seq_));
-                net_.stage_forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec, input);
-              });
+              net_, static_cast<int>(micro), [&](int m) { return rows_in(m) * seq_; },
+              [&](int m, View<const T, 2> input) { record_logps(params, m * mb, rows_in(m), out, input); });
         };
         record(buf_.params(), logp_old_);
         if (cfg_.beta != 0) record(buf_.reference(), logp_ref_);
-      }
-      // Expert parallel: every rank runs as many forwards as the busiest (serve_experts when out of rows).
-      for (index_t m = 0; m < (pipelined ? 0 : forwards_in_step_ ? micro_steps : micro); ++m) {
-        const index_t r0 = m * mb;
-        if (r0 >= R) {
-          serve_experts(buf_.params(), nullptr);
-          if (cfg_.beta != 0) serve_experts(buf_.reference(), nullptr);
-          continue;
+      } else {
+        // Expert parallel: every rank runs as many forwards as the busiest (serve_experts when out of rows).
+        for (index_t m = 0; m < (forwards_in_step_ ? micro_steps : micro); ++m) {
+          if (m * mb >= R) {
+            serve_experts(buf_.params(), nullptr);
+            if (cfg_.beta != 0) serve_experts(buf_.reference(), nullptr);
+            continue;
+          }
+          record_logps(buf_.params(), m * mb, rows_in(m), logp_old_);
+          if (cfg_.beta != 0) record_logps(buf_.reference(), m * mb, rows_in(m), logp_ref_);
         }
-        const index_t n = std::min(mb, R - r0);
-        record_logps(buf_.params(), r0, n, logp_old_);
-        if (cfg_.beta != 0) record_logps(buf_.reference(), r0, n, logp_ref_);
       }
       // (a pipeline: log p_old is the last stage's; the others report 0, and the gap is summed over the stages)
       double gap = 0;
@@ -557,46 +561,38 @@ class GrpoTrainer {
           kl += ps.mean_kl * k;
           entropy += ps.mean_entropy * k;
         };
-        auto micro_batch = [&](index_t r0, index_t n) {
-          return RolloutBatch<T>{rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
-                                 rows_view(logp_old_.data(), r0, n),
-                                 cfg_.beta != 0 ? rows_view(logp_ref_.data(), r0, n) : View<const T, 2>{},
-                                 std::span<const T>(advantages_).subspan(static_cast<std::size_t>(r0),
-                                                                         static_cast<std::size_t>(n))};
-        };
         if constexpr (pipelined) {  // the pass in the 1F1B schedule; the objective on the last stage
           buf_.run_1f1b(
-              net_, static_cast<int>(micro), [&](int m) { return std::min(mb, R - m * mb) * seq_; },
+              net_, static_cast<int>(micro), [&](int m) { return rows_in(m) * seq_; },
               [&](int m, View<const T, 2> input) {
-                const index_t r0 = m * mb, n = std::min(mb, R - r0);
-                const RolloutBatch<T> batch = micro_batch(r0, n);
+                const RolloutBatch<T> batch = micro_batch(m);
                 typename Loss::template Batch<T> objective(batch, coef);
                 train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
                 net_.stage_forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled, input);
                 add(objective.stats());  // (zero before the last stage)
               },
               [&](int, View<const T, 2> output_grad) { net_.stage_backward(buf_.params(), buf_.grads(), output_grad); });
-        }
-        for (index_t m = 0; m < (pipelined ? 0 : micro_steps); ++m) {
-          const index_t r0 = m * mb;
-          if (r0 < R) {
-            const index_t n = std::min(mb, R - r0);
-            const RolloutBatch<T> batch = micro_batch(r0, n);
-            typename Loss::template Batch<T> objective(batch, coef);
-            train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
-            if constexpr (routed)  // an MoE model's aux loss: this micro-batch's share of the rows
-              net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled,
-                                     p.loss_scale * static_cast<double>(n) / static_cast<double>(all_kept));
-            else
-              net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled);
-            net_.backward(buf_.params(), buf_.grads());
-            add(objective.stats());
-          } else if (forwards_in_step_) {
-            serve_experts(buf_.params(), buf_.grads());
+        } else {
+          for (index_t m = 0; m < micro_steps; ++m) {
+            if (m * mb < R) {
+              const index_t n = rows_in(m);
+              const RolloutBatch<T> batch = micro_batch(m);
+              typename Loss::template Batch<T> objective(batch, coef);
+              train::ScaledObjective<typename Loss::template Batch<T>> scaled{objective, p.loss_scale};
+              if constexpr (routed)  // an MoE model's aux loss: this micro-batch's share of the rows
+                net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled,
+                                       p.loss_scale * static_cast<double>(n) / static_cast<double>(all_kept));
+              else
+                net_.forward_objective(buf_.params(), buf_.grads(), batch.tokens, scaled);
+              net_.backward(buf_.params(), buf_.grads());
+              add(objective.stats());
+            } else if (forwards_in_step_) {
+              serve_experts(buf_.params(), buf_.grads());
+            }
+            // ZeRO-2: every micro-batch's gradient into the shards (a collective: a rank with fewer
+            // rows joins with zero gradients)
+            if constexpr (requires { buf_.after_backward(); }) buf_.after_backward();
           }
-          // ZeRO-2: every micro-batch's gradient into the shards (a collective: a rank with fewer
-          // rows joins with zero gradients)
-          if constexpr (requires { buf_.after_backward(); }) buf_.after_backward();
         }
         if (const std::optional<double> grad_norm = scaler_.unscale_and_clip(buf_, cfg_.max_grad_norm)) {
           p.grad_norm = *grad_norm;
@@ -715,11 +711,15 @@ class GrpoTrainer {
     }
   }
 
-  /// out[r0 .. r0 + n) rows <- log pi(sampled token) under `params`, no gradients.
-  void record_logps(const T* params, index_t r0, index_t n, std::vector<T>& out) {
+  /// out[r0 .. r0 + n) rows <- log pi(sampled token) under `params`, no gradients. A pipeline stage
+  /// runs its part of the forward from `input` (the previous stage's output); the last one records.
+  void record_logps(const T* params, index_t r0, index_t n, std::vector<T>& out, View<const T, 2> input = {}) {
     TokenLogProbs<T> rec(rows_view(tokens_.data(), r0, n), rows_view(mask_.data(), r0, n),
                          make_view(out.data() + r0 * seq_, n, seq_));
-    net_.forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec);
+    if constexpr (pipelined)
+      net_.stage_forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec, input);
+    else
+      net_.forward_objective(params, nullptr, rows_view(tokens_.data(), r0, n), rec);
   }
 
   /// Expert parallel, this rank out of rows in a forward the others run: a forward of zero
