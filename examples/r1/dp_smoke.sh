@@ -9,8 +9,7 @@
 #   evaluates. (Under --dp the stages after SFT sample from parameters that differ by rounding, in
 #   other rows per rank, so they are not compared.) Then the refusals: a split the model cannot make
 #   (heads that do not split for --tp, too few layers for --pp, --ep on this dense build), two
-#   splits at once. (--ep runs in
-#   ep_smoke.sh, on the MoE build.)
+#   splits at once. (--ep runs in ep_smoke.sh, on the MoE build.)
 # usage: dp_smoke.sh <r1 binary> <work dir> <mpiexec> <numproc flag> [mpiexec flags...]
 set -euo pipefail
 r1=$1
@@ -20,9 +19,8 @@ np=$4
 shift 4
 launch=("$mpiexec" "$np" 2 "$@")
 rm -rf "$work" && mkdir -p "$work"
-tiny=(--width 64 --heads 2 --kv-heads 1 --ffn 128 --layers 2 --sft-steps 12 --sft-batch 8 --grpo-steps 3 --prompts 4
-      -G 4 --eval-per-level 6 --eval-samples 4 --student-width 32 --student-layers 1 --student-ffn 64
-      --distill-steps 4 --log-every 2)
+source "$(dirname "$0")/tiny_args.sh"
+tiny+=(--prompts 4)
 fail() { echo "r1_dp_smoke: $*"; exit 1; }
 source "$(dirname "$0")/../common/check_helpers.sh"
 

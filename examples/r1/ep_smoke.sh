@@ -17,9 +17,7 @@ np=$4
 shift 4
 launch=("$mpiexec" "$np" 2 "$@")
 rm -rf "$work" && mkdir -p "$work"
-tiny=(--width 64 --heads 2 --kv-heads 1 --ffn 128 --layers 2 --sft-steps 12 --sft-batch 8 --grpo-steps 3
-      -G 4 --eval-per-level 6 --eval-samples 4 --student-width 32 --student-layers 1 --student-ffn 64
-      --distill-steps 4 --log-every 2)
+source "$(dirname "$0")/tiny_args.sh"
 fail() { echo "r1_ep_smoke: $*"; exit 1; }
 source "$(dirname "$0")/../common/check_helpers.sh"
 

@@ -127,38 +127,19 @@ template <class Policy = r1::HostNet>
 int run_on_host(const r1::Options& o, examples::Ranks& ranks) {
   if (o.precision != "fp32")
     examples::option_error("r1: --precision ", o.precision, " needs --device cuda (the host computes in fp32)");
-  if (ranks.size() == 1) return r1::Pipeline<Policy, r1::HostStudentNet>(o, ranks).run();
-  check_shares(o, ranks);
-#if REASON_WITH_MPI
-  using Comm = parallel::MpiCommunicator;
-  const examples::MpiDataParallel data_parallel = ranks.policy();
-  const examples::Split split = o.parallel.split();
-  if (split == examples::Split::data)
-    return r1::Pipeline<Policy, r1::HostStudentNet, examples::MpiDataParallel>(o, ranks, data_parallel, {}, data_parallel)
-        .run();
-  // The policy split (the student trains data parallel over the same ranks); a split this build's
-  // model cannot make is an OptionError here, on every rank alike.
+  if (ranks.size() > 1) check_shares(o, ranks);
   examples::check_model_split<Policy>(o.parallel, r1::policy_config(o.teacher, o.seq), "r1");
-  parallel::ShardGroupOf<Comm, float> group(ranks.world());  // the policy's collectives, until the run ends
-  if constexpr (examples::can_split<Policy>(examples::Split::tensor))
-    if (split == examples::Split::tensor)
-      return r1::Pipeline<Policy, r1::HostStudentNet, parallel::TensorParallel<Comm>, examples::MpiDataParallel>(
-                 o, ranks, parallel::TensorParallel<Comm>(ranks.world()), {.tensor = &group}, data_parallel)
+  return examples::run_split<Policy>(ranks, [&]<class Par>(const Par& parallel, model::Sharding<float> sharding) {
+    if constexpr (std::is_same_v<Par, train::SingleProcess>) {
+      return r1::Pipeline<Policy, r1::HostStudentNet>(o, ranks, parallel, sharding).run();
+    } else {
+#if REASON_WITH_MPI  // (several ranks: the student trains data parallel over all of them, whatever Par is)
+      return r1::Pipeline<Policy, r1::HostStudentNet, Par, examples::MpiDataParallel>(o, ranks, parallel, sharding,
+                                                                                     ranks.policy())
           .run();
-  if constexpr (examples::can_split<Policy>(examples::Split::expert))
-    if (split == examples::Split::expert)
-      return r1::Pipeline<Policy, r1::HostStudentNet, parallel::ExpertParallel<Comm>, examples::MpiDataParallel>(
-                 o, ranks, parallel::ExpertParallel<Comm>(ranks.world()), {.expert = &group}, data_parallel)
-          .run();
-  if constexpr (examples::can_split<Policy>(examples::Split::pipeline))
-    if (split == examples::Split::pipeline)
-      return r1::Pipeline<Policy, r1::HostStudentNet, parallel::Pipeline<Comm>, examples::MpiDataParallel>(
-                 o, ranks, parallel::Pipeline<Comm>(ranks.world()), {.pipeline = &group}, data_parallel)
-          .run();
-  fail("r1: unreachable: ", o.parallel.flag(), " (check_model_split refuses what this build cannot split)");
-#else
-  fail("r1: unreachable: several ranks without MPI");
 #endif
+    }
+  });
 }
 
 }  // namespace
